@@ -1,0 +1,101 @@
+"""Luigi tasks that copy the PacBook source into the warehouse's ``staging`` schema.
+
+One ``ExtractSourceTable`` per source table; ``ExtractSource`` wraps all of them for a pipeline run.
+Each task's output is a record in ``audit.extract_load`` written in the same transaction as the load,
+so a rerun of the same pipeline run skips the tables already copied and redoes only the rest.
+Connections are read inside ``run`` (never passed as parameters) so no password reaches Luigi's logs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import luigi
+from luigi.execution_summary import LuigiStatusCode
+
+from include.pacbook import config, warehouse
+from include.luigi_tasks.streaming_copy import copy_table_to_staging
+
+log = logging.getLogger("pacbook.extract")
+
+
+class StagingLoadTarget(luigi.Target):
+    """Exists when the warehouse records a completed load of this table for this run."""
+
+    def __init__(self, run_id: str, table: str):
+        self.run_id = run_id
+        self.table = table
+
+    def exists(self) -> bool:
+        return warehouse.load_is_recorded(config.warehouse_uri(), self.run_id, self.table)
+
+
+class ExtractSourceTable(luigi.Task):
+    run_id = luigi.Parameter(description="the Airflow run this load belongs to")
+    table = luigi.Parameter(description="source table in schema public")
+
+    def output(self) -> StagingLoadTarget:
+        return StagingLoadTarget(self.run_id, self.table)
+
+    def run(self) -> None:
+        warehouse_uri = config.warehouse_uri()
+        try:
+            rows = copy_table_to_staging(config.source_uri(), warehouse_uri, self.table, self.run_id)
+        except Exception as error:
+            warehouse.record_failure(warehouse_uri, self.run_id, self.table, f"{type(error).__name__}: {error}")
+            raise
+        log.info("extract table=%s rows=%d run=%s", self.table, rows, self.run_id)
+
+
+class ExtractSource(luigi.WrapperTask):
+    run_id = luigi.Parameter()
+    tables = luigi.ListParameter(default=config.SOURCE_TABLES)
+
+    def requires(self):
+        return [ExtractSourceTable(run_id=self.run_id, table=table) for table in self.tables]
+
+
+class ExtractionFailedError(RuntimeError):
+    """Luigi reported failures; the message names every failed table and why."""
+
+
+def extract_source(run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, workers: int = 4,
+                   full_refresh: bool = False) -> dict[str, int]:
+    """Runs the Luigi extraction for one pipeline run; returns rows loaded per table.
+
+    ``luigi.build`` returns True even when tasks failed, so success is read from the detailed
+    summary's status, and a failure raises with the tables' names and reasons.
+    """
+    warehouse_uri = config.warehouse_uri()
+    warehouse.ensure_schemas(warehouse_uri)
+    if full_refresh:
+        warehouse.forget_loads(warehouse_uri, run_id)
+    started = dt.datetime.now(dt.timezone.utc)
+    result = luigi.build(
+        [ExtractSource(run_id=run_id, tables=list(tables))],
+        local_scheduler=True,
+        detailed_summary=True,
+        workers=min(workers, len(tables)),
+        log_level="INFO",
+    )
+    log.info("luigi summary:\n%s", result.summary_text)
+    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+        reasons = warehouse.failures_for_run(warehouse_uri, run_id, started)
+        incomplete = [t for t in tables if not warehouse.load_is_recorded(warehouse_uri, run_id, t)]
+        details = "; ".join(f"{t}: {reasons.get(t, 'not run (a dependency failed)')}" for t in incomplete)
+        raise ExtractionFailedError(
+            f"extraction failed for {len(incomplete)} table(s) [{', '.join(incomplete)}] "
+            f"(luigi status {result.status.name}): {details}"
+        )
+    return loaded_rows(warehouse_uri, run_id)
+
+
+def loaded_rows(warehouse_uri: str, run_id: str) -> dict[str, int]:
+    with warehouse.connect(warehouse_uri) as conn:
+        return dict(
+            conn.execute(
+                "select table_name, rows_loaded from audit.extract_load where run_id = %s order by table_name",
+                (run_id,),
+            ).fetchall()
+        )

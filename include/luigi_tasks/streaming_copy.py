@@ -1,0 +1,118 @@
+"""Copy one source table into ``staging.<table>`` of the warehouse by streaming COPY.
+
+Rows flow from the source's ``COPY ... TO STDOUT`` straight into the warehouse's ``COPY ... FROM STDIN``
+in binary blocks: no pandas, no table held in memory. The truncate, the copy and the load record
+commit in one transaction, so a reader sees the old rows or the new ones, never half a load, and
+running it twice leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from include.pacbook.warehouse import connect
+
+
+class SourceTableMissingError(RuntimeError):
+    pass
+
+
+class StagingSchemaDriftError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+def source_columns(conn, table: str) -> list[Column]:
+    rows = conn.execute(
+        """
+        select a.attname, format_type(a.atttypid, a.atttypmod)
+        from pg_attribute a
+        join pg_class c on c.oid = a.attrelid
+        join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'public' and c.relname = %s and c.relkind in ('r', 'p', 'v', 'm')
+          and a.attnum > 0 and not a.attisdropped
+        order by a.attnum
+        """,
+        (table,),
+    ).fetchall()
+    return [Column(name, type_) for name, type_ in rows]
+
+
+def _staging_columns(conn, table: str) -> list[Column]:
+    rows = conn.execute(
+        """
+        select a.attname, format_type(a.atttypid, a.atttypmod)
+        from pg_attribute a
+        join pg_class c on c.oid = a.attrelid
+        join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'staging' and c.relname = %s and c.relkind = 'r'
+          and a.attnum > 0 and not a.attisdropped
+        order by a.attnum
+        """,
+        (table,),
+    ).fetchall()
+    return [Column(name, type_) for name, type_ in rows]
+
+
+def _ensure_staging_table(conn, table: str, columns: list[Column]) -> None:
+    existing = _staging_columns(conn, table)
+    if not existing:
+        column_defs = sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(col.name), sql.SQL(col.type)) for col in columns
+        )
+        conn.execute(sql.SQL("create table staging.{} ({})").format(sql.Identifier(table), column_defs))
+        return
+    if existing != columns:
+        added = [c.name for c in columns if c not in existing]
+        missing = [c.name for c in existing if c not in columns]
+        raise StagingSchemaDriftError(
+            f"source table public.{table} no longer matches staging.{table}: "
+            f"new or changed columns {added or 'none'}, missing or changed columns {missing or 'none'}; "
+            "review the change, then drop staging." + table + " to accept it (RUNBOOK.md#schema-drift)"
+        )
+
+
+def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_id: str) -> int:
+    """Replaces staging.<table> with the source's rows and records the load; returns rows copied."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
+        source.read_only = True
+        columns = source_columns(source, table)
+        if not columns:
+            raise SourceTableMissingError(f"source table public.{table} does not exist")
+        column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
+        read = sql.SQL("copy (select {} from public.{}) to stdout (format binary)").format(
+            column_list, sql.Identifier(table)
+        )
+        write = sql.SQL("copy staging.{} ({}) from stdin (format binary)").format(sql.Identifier(table), column_list)
+        with warehouse.transaction():
+            _ensure_staging_table(warehouse, table, columns)
+            # Truncate inside the transaction: readers wait for the commit and then see the whole new
+            # load (never half of it), and unlike `delete` it leaves no dead rows behind.
+            warehouse.execute(sql.SQL("truncate staging.{}").format(sql.Identifier(table)))
+            with warehouse.cursor() as sink, source.cursor() as reader:
+                with reader.copy(read) as rows_out, sink.copy(write) as rows_in:
+                    for block in rows_out:
+                        rows_in.write(block)
+                rows = sink.rowcount
+            warehouse.execute(
+                """
+                insert into audit.extract_load (run_id, table_name, rows_loaded, started_at)
+                values (%s, %s, %s, %s)
+                on conflict (run_id, table_name) do update
+                set rows_loaded = excluded.rows_loaded, started_at = excluded.started_at,
+                    finished_at = clock_timestamp()
+                """,
+                (run_id, table, rows, started_at),
+            )
+        warehouse.execute(sql.SQL("analyze staging.{}").format(sql.Identifier(table)))
+        warehouse.commit()
+    return rows

@@ -1,0 +1,183 @@
+"""The one reader of PacBook's configuration: connections, paths, schedule.
+
+Every other module asks this one. Connections come the Airflow way (``AIRFLOW_CONN_<ID>`` URIs,
+or Airflow's own connection store when running inside a task); paths and knobs come from
+``PACBOOK_*`` environment variables with defaults that work on a laptop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+SOURCE_CONN_ID = "pacbook_source"
+WAREHOUSE_CONN_ID = "pacbook_warehouse"
+
+DAG_ID = "pacbook_warehouse"
+DBT_PROJECT_NAME = "pacbook"
+DBT_PROJECT_DIR = PROJECT_ROOT / "include" / "dbt_pacbook"
+DBT_MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
+
+# The 15 tables of the PacBook OLTP source (CONTRACT.md §2), in an order that respects foreign keys.
+SOURCE_TABLES = (
+    "country",
+    "address_status",
+    "address",
+    "author",
+    "book_language",
+    "publisher",
+    "book",
+    "book_author",
+    "customer",
+    "customer_address",
+    "shipping_method",
+    "order_status",
+    "cust_order",
+    "order_line",
+    "order_history",
+)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def state_dir() -> Path:
+    """Where runs keep their files (databases, Airflow home, logs, markers); git ignores it."""
+    return Path(_env("PACBOOK_STATE_DIR", str(PROJECT_ROOT / ".state"))).resolve()
+
+
+def embedded_postgres_port() -> int:
+    return int(_env("PACBOOK_EMBEDDED_PG_PORT", "55432"))
+
+
+def nightly_schedule() -> str:
+    """Cron in UTC; nightly after the shop's day closes."""
+    return _env("PACBOOK_SCHEDULE", "30 2 * * *")
+
+
+def source_scale() -> float:
+    """Scale of the generated source when none is given (1 = the real shop's size)."""
+    return float(_env("PACBOOK_SOURCE_SCALE", "1"))
+
+
+def source_seed() -> int:
+    return int(_env("PACBOOK_SOURCE_SEED", "42"))
+
+
+def _connection_uri(conn_id: str) -> str | None:
+    uri = _env(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if uri:
+        return uri
+    try:  # inside a task, connections may live in Airflow's own store or a secrets backend
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(conn_id).get_uri()
+    except Exception:  # noqa: BLE001 - absent connection is reported by the caller with its name
+        return None
+
+
+class MissingConnectionError(RuntimeError):
+    pass
+
+
+def _require(conn_id: str) -> str:
+    uri = _connection_uri(conn_id)
+    if not uri:
+        raise MissingConnectionError(
+            f"connection {conn_id!r} is not configured: set AIRFLOW_CONN_{conn_id.upper()} "
+            "to a postgresql://user:password@host:port/dbname URI (README, 'Connections')"
+        )
+    return uri
+
+
+def source_uri() -> str:
+    return _require(SOURCE_CONN_ID)
+
+
+def warehouse_uri() -> str:
+    return _require(WAREHOUSE_CONN_ID)
+
+
+def connections_given() -> bool:
+    """True when both servers come from outside; otherwise the embedded server holds both."""
+    return bool(_env("AIRFLOW_CONN_PACBOOK_SOURCE")) and bool(_env("AIRFLOW_CONN_PACBOOK_WAREHOUSE"))
+
+
+@dataclass(frozen=True)
+class ConnectionParts:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+
+def connection_parts(uri: str) -> ConnectionParts:
+    parts = urlsplit(uri)
+    return ConnectionParts(
+        host=unquote(parts.hostname or "localhost"),
+        port=parts.port or 5432,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        dbname=unquote(parts.path.lstrip("/")),
+    )
+
+
+def redact(uri: str) -> str:
+    """The URI without its password, for logs and summaries."""
+    parts = connection_parts(uri)
+    return f"postgresql://{parts.user}@{parts.host}:{parts.port}/{parts.dbname}"
+
+
+def dbt_cli_env(uri: str) -> dict[str, str]:
+    """Variables the project's profiles.yml reads, for the plain dbt CLI (Cosmos builds its own)."""
+    parts = connection_parts(uri)
+    return {
+        "PACBOOK_DBT_HOST": parts.host,
+        "PACBOOK_DBT_PORT": str(parts.port),
+        "PACBOOK_DBT_USER": parts.user,
+        "PACBOOK_DBT_PASSWORD": parts.password,
+        "PACBOOK_DBT_DBNAME": parts.dbname,
+    }
+
+
+def airflow_home() -> Path:
+    return Path(_env("AIRFLOW_HOME", str(state_dir() / "airflow"))).resolve()
+
+
+def airflow_metadata_uri() -> str | None:
+    """Airflow's own database when given from outside (Airflow's variable); else the embedded one."""
+    return _env("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+
+
+def airflow_api_port() -> int:
+    return int(_env("PACBOOK_AIRFLOW_PORT", "8080"))
+
+
+def run_timeout_seconds() -> int:
+    """How long `make run` waits for the DAG run before giving up."""
+    return int(_env("PACBOOK_RUN_TIMEOUT", "1800"))
+
+
+def test_admin_uri() -> str | None:
+    """A PostgreSQL server where the test suite may create its own databases; None = embedded."""
+    return _env("PACBOOK_TEST_ADMIN_URI")
+
+
+def test_postgres_port() -> int:
+    return int(_env("PACBOOK_TEST_PG_PORT", "55433"))
+
+
+def test_airflow_port() -> int:
+    return int(_env("PACBOOK_TEST_AIRFLOW_PORT", "8091"))
+
+
+def real_data_dir() -> Path:
+    """The real PacBook dump (../shared/pacbook_real), used by tests when present."""
+    return Path(_env("PACBOOK_REAL_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "pacbook_real")))

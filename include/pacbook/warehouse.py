@@ -1,0 +1,88 @@
+"""The warehouse's own bookkeeping: its schemas and the audit of extraction loads."""
+
+from __future__ import annotations
+
+import psycopg
+
+# CONTRACT.md §3: exactly these schemas.
+WAREHOUSE_SCHEMAS = ("staging", "dwh", "marts", "audit", "quarantine")
+
+_AUDIT_DDL = """
+create table if not exists audit.extract_load (
+    run_id text not null,
+    table_name text not null,
+    rows_loaded bigint not null,
+    started_at timestamptz not null,
+    finished_at timestamptz not null default clock_timestamp(),
+    primary key (run_id, table_name)
+);
+comment on table audit.extract_load is
+    'One row per source table copied into staging for a pipeline run; written in the same '
+    'transaction as the load, so a row here means the staging table holds exactly that load.';
+create table if not exists audit.extract_failure (
+    run_id text not null,
+    table_name text not null,
+    failed_at timestamptz not null default clock_timestamp(),
+    error text not null
+);
+comment on table audit.extract_failure is
+    'Every failed attempt to copy a source table, with the reason shown to the on-call engineer.';
+"""
+
+
+def connect(uri: str, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(uri, connect_timeout=10, application_name="pacbook", **kwargs)
+
+
+def ensure_schemas(uri: str) -> None:
+    """Creates the warehouse schemas and audit tables; safe to run concurrently and repeatedly."""
+    with connect(uri, autocommit=True) as conn:
+        # An advisory lock, because parallel extraction workers call this at the same moment and
+        # `create schema if not exists` is not race-free in PostgreSQL.
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.ensure_schemas'))")
+            for schema in WAREHOUSE_SCHEMAS:
+                conn.execute(psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema)))
+            conn.execute(_AUDIT_DDL)
+
+
+def load_is_recorded(uri: str, run_id: str, table: str) -> bool:
+    with connect(uri) as conn:
+        found = conn.execute(
+            "select 1 from pg_tables where schemaname = 'audit' and tablename = 'extract_load'"
+        ).fetchone()
+        if not found:
+            return False
+        row = conn.execute(
+            "select 1 from audit.extract_load where run_id = %s and table_name = %s", (run_id, table)
+        ).fetchone()
+        return row is not None
+
+
+def record_failure(uri: str, run_id: str, table: str, error: str) -> None:
+    with connect(uri, autocommit=True) as conn:
+        conn.execute(
+            "insert into audit.extract_failure (run_id, table_name, error) values (%s, %s, %s)",
+            (run_id, table, error[:2000]),
+        )
+
+
+def failures_for_run(uri: str, run_id: str, since) -> dict[str, str]:
+    """The latest failure reason per table for this run, recorded at or after `since`."""
+    with connect(uri) as conn:
+        rows = conn.execute(
+            """
+            select distinct on (table_name) table_name, error
+            from audit.extract_failure
+            where run_id = %s and failed_at >= %s
+            order by table_name, failed_at desc
+            """,
+            (run_id, since),
+        ).fetchall()
+    return dict(rows)
+
+
+def forget_loads(uri: str, run_id: str) -> int:
+    """Drops the run's load records so a full refresh copies every table again."""
+    with connect(uri) as conn:
+        return conn.execute("delete from audit.extract_load where run_id = %s", (run_id,)).rowcount

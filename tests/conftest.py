@@ -1,0 +1,107 @@
+"""Shared fixtures: a PostgreSQL server of the tests' own, fresh databases, a real Airflow stack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from include.pacbook import config, embedded_postgres
+
+TEST_STATE = config.state_dir() / "test"
+
+
+class PostgresForTests:
+    """Creates throwaway databases on the tests' server and drops them at the end of the session."""
+
+    def __init__(self, admin_uri: str):
+        self.admin_uri = admin_uri
+        self.created: list[str] = []
+
+    def uri(self, dbname: str) -> str:
+        parts = config.connection_parts(self.admin_uri)
+        auth = f"{parts.user}:{parts.password}@" if parts.password else f"{parts.user}@"
+        return f"postgresql://{auth}{parts.host}:{parts.port}/{dbname}"
+
+    def fresh_database(self, prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.admin_uri, autocommit=True) as conn:
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return self.uri(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_uri, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresForTests]:
+    given = config.test_admin_uri()
+    server = None
+    if given:
+        admin = given
+    else:
+        server = embedded_postgres.start(
+            embedded_postgres.server(root=TEST_STATE / "postgres", port=config.test_postgres_port())
+        )
+        admin = server.uri("postgres")
+    pg = PostgresForTests(admin)
+    try:
+        yield pg
+    finally:
+        with contextlib.suppress(Exception):
+            pg.drop_all()
+        if server is not None:
+            embedded_postgres.stop(server)
+
+
+@pytest.fixture(scope="session")
+def generated_source(postgres: PostgresForTests) -> str:
+    """A small generated PacBook source (scale 0.05), shared read-only by the tests."""
+    from include.pacbook.source_generator import generate_source
+
+    uri = postgres.fresh_database("source_generated")
+    generate_source(uri, scale=0.05, seed=7)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def real_source(postgres: PostgresForTests) -> str:
+    """The real PacBook data, loaded with its own loader; skipped where ../shared is absent."""
+    loader = config.real_data_dir() / "load.sh"
+    if not loader.exists():
+        pytest.skip(f"real PacBook data not present at {loader.parent}")
+    uri = postgres.fresh_database("source_real")
+    # The loader calls psql: take the one shipped with the embedded server so no client must be installed.
+    env = {**os.environ, "PATH": f"{embedded_postgres.bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(["bash", str(loader), uri], check=True, capture_output=True, text=True, env=env)
+    return uri
+
+
+def query_one(uri: str, query: str, params: tuple = ()) -> tuple:
+    with psycopg.connect(uri) as conn:
+        return conn.execute(query, params).fetchone()
+
+
+def query_all(uri: str, query: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(uri) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+@pytest.fixture
+def output_dir(request) -> Path:
+    path = config.PROJECT_ROOT / "test-output" / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+ConnectionSetter = Callable[[str, str], None]
