@@ -24,7 +24,6 @@ help:
 	@echo "make test  — the same set-up, then lint, dbt build and every test"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	@mkdir -p $(STATE) && install -d -m 700 $(STATE)/runtime
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	@echo "installing the pinned requirements into $(VENV) ..."
 	@# One resolver pass for runtime and dev pins: sqlfluff's dbt templater must not upgrade dbt-core.
@@ -39,7 +38,10 @@ $(MANIFEST): $(VENV)/.installed $(shell find $(DBT_DIR) -path $(DBT_DIR)/target 
 
 manifest: $(MANIFEST)
 
-run: $(VENV)/.installed $(MANIFEST)
+$(STATE)/runtime:
+	@install -d -m 700 $@
+
+run: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run run
 
 lint: $(VENV)/.installed
@@ -47,7 +49,7 @@ lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff format --check dags include plugins tests bench
 	@$(VENV)/bin/sqlfluff lint --disable-progress-bar --nocolor $(DBT_DIR)/models $(DBT_DIR)/snapshots $(DBT_DIR)/tests $(DBT_DIR)/macros
 
-pytest: $(VENV)/.installed $(MANIFEST)
+pytest: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
 	@$(PY) -m pytest
 
 test: lint pytest

@@ -14,8 +14,8 @@ import logging
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
-from include.pacbook import config, warehouse
 from include.luigi_tasks.streaming_copy import copy_table_to_staging
+from include.pacbook import config, warehouse
 
 log = logging.getLogger("pacbook.extract")
 
@@ -60,8 +60,9 @@ class ExtractionFailedError(RuntimeError):
     """Luigi reported failures; the message names every failed table and why."""
 
 
-def extract_source(run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, workers: int = 4,
-                   full_refresh: bool = False) -> dict[str, int]:
+def extract_source(
+    run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, workers: int = 4, full_refresh: bool = False
+) -> dict[str, int]:
     """Runs the Luigi extraction for one pipeline run; returns rows loaded per table.
 
     ``luigi.build`` returns True even when tasks failed, so success is read from the detailed
@@ -71,7 +72,7 @@ def extract_source(run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, 
     warehouse.ensure_schemas(warehouse_uri)
     if full_refresh:
         warehouse.forget_loads(warehouse_uri, run_id)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     result = luigi.build(
         [ExtractSource(run_id=run_id, tables=list(tables))],
         local_scheduler=True,

@@ -82,7 +82,7 @@ def _ensure_staging_table(conn, table: str, columns: list[Column]) -> None:
 
 def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_id: str) -> int:
     """Replaces staging.<table> with the source's rows and records the load; returns rows copied."""
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
         source.read_only = True
         columns = source_columns(source, table)

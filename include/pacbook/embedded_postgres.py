@@ -110,8 +110,10 @@ def _initialise(srv: EmbeddedServer) -> None:
         _run(
             [
                 str(bin_dir() / "initdb"),
-                "-D", str(srv.data_dir),
-                "-U", "postgres",
+                "-D",
+                str(srv.data_dir),
+                "-U",
+                "postgres",
                 f"--pwfile={pwfile}",
                 "--auth-host=scram-sha-256",
                 "--auth-local=trust",
@@ -128,7 +130,9 @@ def is_running(srv: EmbeddedServer) -> bool:
         return False
     result = subprocess.run(
         [str(bin_dir() / "pg_ctl"), "-D", str(srv.data_dir), "status"],
-        capture_output=True, text=True, **_as_service_user(),
+        capture_output=True,
+        text=True,
+        **_as_service_user(),
     )
     return result.returncode == 0
 
@@ -141,8 +145,21 @@ def start(srv: EmbeddedServer | None = None) -> EmbeddedServer:
     if not is_running(srv):
         options = f"-h 127.0.0.1 -p {srv.port} -k {srv.socket_dir} -c max_connections=200 -c fsync=off"
         try:
-            _run([str(bin_dir() / "pg_ctl"), "-D", str(srv.data_dir), "-o", options,
-                  "-l", str(srv.log_file), "-w", "-t", "60", "start"])
+            _run(
+                [
+                    str(bin_dir() / "pg_ctl"),
+                    "-D",
+                    str(srv.data_dir),
+                    "-o",
+                    options,
+                    "-l",
+                    str(srv.log_file),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            )
         except subprocess.CalledProcessError as error:
             tail = srv.log_file.read_text()[-2000:] if srv.log_file.exists() else ""
             raise RuntimeError(

@@ -36,14 +36,13 @@ def connect(uri: str, **kwargs) -> psycopg.Connection:
 
 def ensure_schemas(uri: str) -> None:
     """Creates the warehouse schemas and audit tables; safe to run concurrently and repeatedly."""
-    with connect(uri, autocommit=True) as conn:
-        # An advisory lock, because parallel extraction workers call this at the same moment and
-        # `create schema if not exists` is not race-free in PostgreSQL.
-        with conn.transaction():
-            conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.ensure_schemas'))")
-            for schema in WAREHOUSE_SCHEMAS:
-                conn.execute(psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema)))
-            conn.execute(_AUDIT_DDL)
+    # An advisory lock, because parallel extraction workers call this at the same moment and
+    # `create schema if not exists` is not race-free in PostgreSQL.
+    with connect(uri, autocommit=True) as conn, conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.ensure_schemas'))")
+        for schema in WAREHOUSE_SCHEMAS:
+            conn.execute(psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema)))
+        conn.execute(_AUDIT_DDL)
 
 
 def load_is_recorded(uri: str, run_id: str, table: str) -> bool:

@@ -40,8 +40,13 @@ def test_every_source_table_lands_in_staging_row_for_row(generated_source, wareh
     staged_lines = query_one(warehouse, "select count(*), sum(price) from staging.order_line")
     assert staged_lines == source_lines
     # Types are kept exactly (binary COPY): money stays numeric(5,2), timestamps stay naive.
-    types = dict(query_all(warehouse, "select column_name, data_type from information_schema.columns "
-                                      "where table_schema = 'staging' and table_name = 'cust_order'"))
+    types = dict(
+        query_all(
+            warehouse,
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'staging' and table_name = 'cust_order'",
+        )
+    )
     assert types["order_date"] == "timestamp without time zone"
 
 

@@ -1,0 +1,74 @@
+with
+
+orders as (
+
+    select * from {{ ref('stg_pacbook__cust_order') }}
+
+),
+
+order_history as (
+
+    select * from {{ ref('stg_pacbook__order_history') }}
+
+),
+
+order_status as (
+
+    select * from {{ ref('stg_pacbook__order_status') }}
+
+),
+
+history_ranked as (
+
+    select
+        order_history.order_id,
+        order_history.history_id,
+        order_history.status_date,
+        order_status.order_status,
+        row_number() over (
+            partition by order_history.order_id
+            order by order_history.status_date desc, order_history.history_id desc
+        ) as status_rank
+
+    from order_history
+    inner join order_status
+        on order_history.order_status_id = order_status.order_status_id
+
+),
+
+history_summary as (
+
+    select
+        order_id,
+        count(*) as status_event_count,
+        bool_or(order_status = 'Cancelled') as has_cancelled_event,
+        bool_or(order_status = 'Returned') as has_returned_event
+
+    from history_ranked
+    group by order_id
+
+),
+
+final as (
+
+    select
+        orders.order_id,
+        latest.order_status as latest_order_status,
+        latest.status_date as latest_status_date,
+        latest.history_id as latest_history_id,
+        coalesce(history_summary.status_event_count, 0) as status_event_count,
+        coalesce(history_summary.has_cancelled_event, false) as has_cancelled_event,
+        coalesce(history_summary.has_returned_event, false) as has_returned_event,
+        coalesce(latest.order_status not in ('Cancelled', 'Returned'), true) as is_net_revenue
+
+    from orders
+    left join history_ranked as latest
+        on
+            orders.order_id = latest.order_id
+            and latest.status_rank = 1
+    left join history_summary
+        on orders.order_id = history_summary.order_id
+
+)
+
+select * from final

@@ -1,0 +1,19 @@
+with
+
+source as (
+
+    select * from {{ source('pacbook', 'country') }}
+
+),
+
+renamed as (
+
+    select
+        country_id,
+        country_name
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,252 @@
+"""Real Airflow, the way production runs it: api-server, scheduler, dag-processor and triggerer.
+
+``airflow dags test`` runs no triggerer and crashes on a DAG with a deadline (PITFALLS.md #6, #11), so
+``make run`` and the end-to-end tests start the real components on the metadata database, trigger a
+run through the REST API, wait for it, and stop every process they started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from include.pacbook import config
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+ADMIN_USER = "admin"
+
+
+def _secret(path: Path, length: int = 24) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(length))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def airflow_env(
+    metadata_uri: str, connections: dict[str, str], home: Path | None = None, port: int | None = None
+) -> dict[str, str]:
+    """The environment every Airflow component and task of this project runs with."""
+    home = home or config.airflow_home()
+    port = port or config.airflow_api_port()
+    state = config.state_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    passwords_file = home / "simple_auth_manager_passwords.json"
+    if not passwords_file.exists():
+        passwords_file.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+        passwords_file.chmod(0o600)
+    env = dict(os.environ)
+    env.update(connections)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_uri,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(config.PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(config.PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # 2 cores here: Airflow's default of 32 workers only thrashes (PITFALLS.md #9).
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            # Components sign and check each other's tokens: they must share one secret.
+            "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / "jwt_secret"),
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
+            "AIRFLOW__COSMOS__CACHE_DIR": str(state / "cosmos"),
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DO_NOT_TRACK": "1",
+            "SCARF_ANALYTICS": "false",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+            "XDG_RUNTIME_DIR": str(state / "runtime"),
+            "PYTHONPATH": os.pathsep.join(
+                [str(config.PROJECT_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            ),
+        }
+    )
+    return env
+
+
+def _airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def migrate_metadata(env: dict[str, str]) -> None:
+    result = subprocess.run([_airflow_bin(), "db", "migrate"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+@dataclass
+class AirflowStack:
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _token: str | None = field(default=None, init=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return self.env["AIRFLOW__API__BASE_URL"]
+
+    @property
+    def admin_password(self) -> str:
+        return json.loads(Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())[ADMIN_USER]
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for component in COMPONENTS:
+            args = [_airflow_bin(), component]
+            if component == "api-server":
+                args += ["--port", self.env["AIRFLOW__API__PORT"], "--host", "127.0.0.1"]
+            log_file = open(self.log_dir / f"{component}.log", "ab")  # noqa: SIM115 - owned by the process
+            self.processes[component] = subprocess.Popen(
+                args, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._wait_healthy()
+
+    def _check_alive(self) -> None:
+        for component, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{component}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"airflow {component} exited with code {proc.returncode}:\n{tail}")
+
+    def _wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                health = self._request("GET", "/api/v2/monitor/health", auth=False)
+                if health.get("scheduler", {}).get("status") == "healthy":
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"Airflow did not become healthy within {timeout:.0f} s (logs in {self.log_dir})")
+
+    def stop(self) -> None:
+        """Stops every component by its process group (workers and dbt children included)."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.processes.clear()
+
+    def __enter__(self) -> AirflowStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- REST API -------------------------------------------------------------------------------
+
+    def _auth_header(self) -> dict[str, str]:
+        if self._token is None:
+            body = json.dumps({"username": ADMIN_USER, "password": self.admin_password}).encode()
+            request = urllib.request.Request(
+                f"{self.base_url}/auth/token",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                self._token = json.loads(response.read())["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
+        headers = {"Content-Type": "application/json", **(self._auth_header() if auth else {})}
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode(errors="replace")[:1000]
+            raise ApiError(error.code, f"{method} {path}: HTTP {error.code}: {detail}") from None
+        return json.loads(payload) if payload else {}
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict:
+        """Waits until the dag-processor has parsed the DAG; fails fast on an import error."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            errors = self._request("GET", "/api/v2/importErrors").get("import_errors", [])
+            if errors:
+                raise RuntimeError("DAG import errors:\n" + "\n".join(e["stack_trace"][-2000:] for e in errors))
+            try:
+                return self._request("GET", f"/api/v2/dags/{dag_id}")
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+            time.sleep(2)
+        raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f} s")
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict | None = None,
+        *,
+        logical_date: str | None = None,
+        data_interval: tuple[str, str] | None = None,
+        run_id: str | None = None,
+    ) -> dict:
+        body: dict = {"conf": conf or {}, "logical_date": logical_date}
+        if data_interval:
+            body["data_interval_start"], body["data_interval_end"] = data_interval
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def run_state(self, dag_id: str, run_id: str) -> dict:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            run = self.run_state(dag_id, run_id)
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f} s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")[
+            "task_instances"
+        ]
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,190 @@
+"""``make run``: one real run of the pacbook_warehouse DAG on this machine, then a one-screen summary.
+
+Servers come from ``AIRFLOW_CONN_PACBOOK_SOURCE`` / ``AIRFLOW_CONN_PACBOOK_WAREHOUSE`` (and Airflow's
+own ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``); whatever is not given lives on the embedded PostgreSQL,
+which this command starts and stops. A given source is only read; an embedded one is generated when
+empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from include.pacbook import config, embedded_postgres
+from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+
+log = logging.getLogger("pacbook.run")
+
+
+@dataclass(frozen=True)
+class Servers:
+    source_uri: str
+    warehouse_uri: str
+    metadata_uri: str
+    embedded: embedded_postgres.EmbeddedServer | None
+
+    @property
+    def source_is_embedded(self) -> bool:
+        return self.embedded is not None and not config.connections_given()
+
+    def connection_env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW_CONN_PACBOOK_SOURCE": self.source_uri,
+            "AIRFLOW_CONN_PACBOOK_WAREHOUSE": self.warehouse_uri,
+        }
+
+
+def resolve_servers() -> Servers:
+    """The servers given from outside, the embedded one for the rest (started here)."""
+    embedded = None
+    if not config.connections_given() or not config.airflow_metadata_uri():
+        embedded = embedded_postgres.start()
+        embedded_env = embedded_postgres.connection_env(embedded)
+        _write_connections_file(embedded_env)
+    if config.connections_given():
+        source, target = config.source_uri(), config.warehouse_uri()
+    else:
+        source = embedded_env["AIRFLOW_CONN_PACBOOK_SOURCE"]
+        target = embedded_env["AIRFLOW_CONN_PACBOOK_WAREHOUSE"]
+    metadata = config.airflow_metadata_uri() or embedded_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    return Servers(source, target, metadata, embedded)
+
+
+def _write_connections_file(env: dict[str, str]) -> None:
+    """The embedded URIs, for psql or a BI tool; kept inside the ignored state folder only."""
+    path = config.state_dir() / "connections.env"
+    path.write_text("".join(f"export {key}='{value}'\n" for key, value in env.items()))
+    path.chmod(0o600)
+
+
+def ensure_source(servers: Servers) -> None:
+    from include.pacbook.source_generator import generate_source, source_is_empty
+
+    if not servers.source_is_embedded:
+        log.info("source given from outside (%s): read only", config.redact(servers.source_uri))
+        return
+    if source_is_empty(servers.source_uri):
+        scale, seed = config.source_scale(), config.source_seed()
+        print(f"generating the PacBook source (scale {scale}, seed {seed}) ...", flush=True)
+        rows = generate_source(servers.source_uri, scale=scale, seed=seed)
+        print(f"source generated: {sum(rows.values()):,} rows in {len(rows)} tables", flush=True)
+
+
+def run_dag_once(stack: AirflowStack, conf: dict | None = None, timeout: float | None = None) -> dict:
+    """Triggers one run for the DAG's latest complete interval (as the nightly schedule would) and waits.
+
+    The run is created while the DAG is still paused and takes the interval the scheduler would
+    schedule next, so unpausing does not start a second, scheduled run for the same night.
+    """
+    dag = stack.wait_for_dag(config.DAG_ID)
+    logical_date = dag.get("next_dagrun_logical_date")
+    interval = (dag.get("next_dagrun_data_interval_start"), dag.get("next_dagrun_data_interval_end"))
+    try:
+        run = stack.trigger(
+            config.DAG_ID, conf, logical_date=logical_date, data_interval=interval if all(interval) else None
+        )
+    except Exception as error:  # that night already ran (an earlier `make run` today): a manual run
+        if "already exists" not in str(error) and "409" not in str(error):
+            raise
+        run = stack.trigger(config.DAG_ID, conf)
+    stack.set_paused(config.DAG_ID, False)
+    try:
+        return stack.wait_for_run(config.DAG_ID, run["dag_run_id"], timeout or config.run_timeout_seconds())
+    finally:
+        stack.set_paused(config.DAG_ID, True)
+
+
+def warehouse_summary(warehouse_uri: str) -> list[tuple[str, int]]:
+    with psycopg.connect(warehouse_uri) as conn:
+        tables = conn.execute(
+            """
+            select table_schema || '.' || table_name
+            from information_schema.tables
+            where table_schema in ('staging', 'dwh', 'marts', 'quarantine') and table_type = 'BASE TABLE'
+            order by array_position(array['staging', 'dwh', 'marts', 'quarantine'], table_schema::text), 1
+            """
+        ).fetchall()
+        counts = []
+        for (name,) in tables:
+            schema, table = name.split(".")
+            query = psycopg.sql.SQL("select count(*) from {}.{}").format(
+                psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table)
+            )
+            counts.append((name, conn.execute(query).fetchone()[0]))
+    return counts
+
+
+def print_summary(servers: Servers, run: dict, task_instances: list[dict], seconds: float) -> None:
+    counts = warehouse_summary(servers.warehouse_uri)
+    rejected = sum(n for name, n in counts if name.startswith("quarantine."))
+    states: dict[str, int] = {}
+    for ti in task_instances:
+        states[ti["state"] or "none"] = states.get(ti["state"] or "none", 0) + 1
+    print()
+    print(f"PacBook warehouse — run {run['dag_run_id']}: {run['state'].upper()} in {seconds:.0f} s")
+    print(f"data interval: {run.get('data_interval_start')} → {run.get('data_interval_end')}")
+    print(
+        f"warehouse: {config.redact(servers.warehouse_uri)}"
+        + (f"  (full URIs: {config.state_dir() / 'connections.env'})" if servers.embedded else "")
+    )
+    print("tasks: " + ", ".join(f"{n} {state}" for state, n in sorted(states.items())))
+    for state in ("failed", "upstream_failed"):
+        failed = [ti["task_id"] for ti in task_instances if ti["state"] == state]
+        if failed:
+            print(f"{state}: {', '.join(failed)}")
+    print(f"rejected rows (quarantine): {rejected}")
+    width = max((len(name) for name, _ in counts), default=10)
+    for schema in ("dwh", "marts"):
+        print(f"-- {schema}")
+        for name, rows in counts:
+            if name.startswith(schema + "."):
+                print(f"   {name:<{width}} {rows:>10,}")
+    staged = sum(rows for name, rows in counts if name.startswith("staging."))
+    print(f"-- staging: {sum(1 for n, _ in counts if n.startswith('staging.'))} tables, {staged:,} rows")
+    print(f"Airflow logs: {config.airflow_home() / 'logs'}")
+
+
+def run() -> int:
+    started = time.monotonic()
+    servers = resolve_servers()
+    try:
+        ensure_source(servers)
+        env = airflow_env(servers.metadata_uri, servers.connection_env())
+        print("preparing Airflow's metadata database ...", flush=True)
+        migrate_metadata(env)
+        print("starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
+        with AirflowStack(env, config.state_dir() / "airflow-components") as stack:
+            print(
+                f"Airflow UI: {stack.base_url} (user {('admin')}; password in "
+                f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})",
+                flush=True,
+            )
+            run_started = time.monotonic()
+            final = run_dag_once(stack)
+            print(f"DAG run finished in {time.monotonic() - run_started:.0f} s", flush=True)
+            task_instances = stack.task_instances(config.DAG_ID, final["dag_run_id"])
+        print_summary(servers, final, task_instances, time.monotonic() - started)
+        return 0 if final["state"] == "success" else 1
+    finally:
+        if servers.embedded is not None:
+            with contextlib.suppress(Exception):
+                embedded_postgres.stop(servers.embedded)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run"])
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

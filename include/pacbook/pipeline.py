@@ -1,0 +1,25 @@
+"""What the DAG's Python tasks do, kept out of the DAG file so it stays wiring only."""
+
+from __future__ import annotations
+
+import logging
+
+from include.pacbook import config
+
+log = logging.getLogger("pacbook.pipeline")
+
+
+def wait_for_source() -> bool:
+    from include.pacbook.source_checks import check_source_ready
+
+    readiness = check_source_ready(config.source_uri())
+    log.info("source_ready: %s", readiness.reason)
+    return readiness.ready
+
+
+def extract_source_to_staging(run_id: str) -> dict[str, int]:
+    from include.luigi_tasks.extract_source import extract_source
+
+    rows = extract_source(run_id)
+    log.info("extracted %d rows from %d tables", sum(rows.values()), len(rows))
+    return rows
