@@ -11,7 +11,7 @@ Each dbt task builds one model and runs its tests. Connections: `pacbook_source`
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from include.pacbook import config
 from include.pacbook.dbt_groups import dbt_layer
@@ -19,7 +19,7 @@ from include.pacbook.dbt_groups import dbt_layer
 DEFAULT_ARGS = {
     "owner": "data-platform",
     "retries": 2,
-    "retry_delay": timedelta(seconds=20),
+    "retry_delay": timedelta(seconds=config.retry_delay_seconds()),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(minutes=20),
@@ -28,7 +28,8 @@ DEFAULT_ARGS = {
 
 @dag(
     dag_id=config.DAG_ID,
-    schedule=config.nightly_schedule(),
+    # A data-interval timetable, so the run for 2025-03-10 covers 2025-03-10 and backfills are exact.
+    schedule=CronDataIntervalTimetable(config.nightly_schedule(), timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

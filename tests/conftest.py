@@ -16,6 +16,9 @@ from psycopg import sql
 from include.pacbook import config, embedded_postgres
 
 TEST_STATE = config.state_dir() / "test"
+# The DagBag built in this process must not touch a developer's ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(TEST_STATE / "airflow-pytest"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 class PostgresForTests:

@@ -68,6 +68,7 @@ def extract_source(
     ``luigi.build`` returns True even when tasks failed, so success is read from the detailed
     summary's status, and a failure raises with the tables' names and reasons.
     """
+    config.pin_connections()
     warehouse_uri = config.warehouse_uri()
     warehouse.ensure_schemas(warehouse_uri)
     if full_refresh:
@@ -84,7 +85,9 @@ def extract_source(
     if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
         reasons = warehouse.failures_for_run(warehouse_uri, run_id, started)
         incomplete = [t for t in tables if not warehouse.load_is_recorded(warehouse_uri, run_id, t)]
-        details = "; ".join(f"{t}: {reasons.get(t, 'not run (a dependency failed)')}" for t in incomplete)
+        details = "; ".join(
+            f"{t}: {reasons.get(t, 'failed before recording a reason (Luigi log above)')}" for t in incomplete
+        )
         raise ExtractionFailedError(
             f"extraction failed for {len(incomplete)} table(s) [{', '.join(incomplete)}] "
             f"(luigi status {result.status.name}): {details}"

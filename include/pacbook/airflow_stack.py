@@ -207,6 +207,41 @@ class AirflowStack:
             time.sleep(2)
         raise TimeoutError(f"DAG {dag_id} was not parsed within {timeout:.0f} s")
 
+    def set_connection(self, conn_id: str, uri: str) -> None:
+        """Stores a connection in Airflow's own store (used when no AIRFLOW_CONN_ variable overrides it)."""
+        parts = config.connection_parts(uri)
+        body = {
+            "connection_id": conn_id,
+            "conn_type": "postgres",
+            "host": parts.host,
+            "port": parts.port,
+            "login": parts.user,
+            "password": parts.password,
+            "schema": parts.dbname,
+        }
+        try:
+            self._request("POST", "/api/v2/connections", body)
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            self._request("PATCH", f"/api/v2/connections/{conn_id}", body)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """A task try's log as plain text lines (event, then its error details)."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        payload = self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+        )
+        lines = []
+        for entry in payload.get("content", []):
+            if isinstance(entry, dict):
+                lines.append(str(entry.get("event", "")))
+                for detail in entry.get("error_detail") or []:
+                    lines.append(f"{detail.get('exc_type')}: {detail.get('exc_value')}")
+            else:
+                lines.append(str(entry))
+        return "\n".join(lines)
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
@@ -238,6 +273,46 @@ class AirflowStack:
                 return run
             time.sleep(3)
         raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f} s")
+
+    def run_dag(
+        self,
+        dag_id: str,
+        conf: dict | None = None,
+        *,
+        logical_date: str | None = None,
+        data_interval: tuple[str, str] | None = None,
+        timeout: float = 1800,
+    ) -> dict:
+        """Triggers one run, lets the scheduler take it (unpausing the DAG meanwhile) and waits for its end."""
+        run = self.trigger(dag_id, conf, logical_date=logical_date, data_interval=data_interval)
+        self.set_paused(dag_id, False)
+        try:
+            return self.wait_for_run(dag_id, run["dag_run_id"], timeout)
+        finally:
+            self.set_paused(dag_id, True)
+
+    def run_latest_interval(self, dag_id: str, conf: dict | None = None, timeout: float = 1800) -> dict:
+        """Runs the DAG for its latest complete interval, as the nightly schedule would, and waits.
+
+        The run is created while the DAG is still paused and takes the interval the scheduler would
+        schedule next, so unpausing does not start a second, scheduled run for the same night. When
+        that night has already run, a manual run (no data interval) is made instead.
+        """
+        dag = self.wait_for_dag(dag_id)
+        logical_date = dag.get("next_dagrun_logical_date")
+        interval = (dag.get("next_dagrun_data_interval_start"), dag.get("next_dagrun_data_interval_end"))
+        try:
+            return self.run_dag(
+                dag_id,
+                conf,
+                logical_date=logical_date,
+                data_interval=interval if all(interval) else None,
+                timeout=timeout,
+            )
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            return self.run_dag(dag_id, conf, timeout=timeout)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         quoted = urllib.parse.quote(run_id, safe="")

@@ -57,8 +57,14 @@ def embedded_postgres_port() -> int:
 
 
 def nightly_schedule() -> str:
-    """Cron in UTC; nightly after the shop's day closes."""
-    return _env("PACBOOK_SCHEDULE", "30 2 * * *")
+    """Cron (UTC) whose consecutive ticks bound each run's data interval: by default one calendar day,
+    run as soon as the day has closed."""
+    return _env("PACBOOK_SCHEDULE", "0 0 * * *")
+
+
+def retry_delay_seconds() -> int:
+    """First retry delay; it doubles on each retry (exponential backoff) up to the cap."""
+    return int(_env("PACBOOK_RETRY_DELAY_SECONDS", "60"))
 
 
 def source_scale() -> float:
@@ -70,7 +76,22 @@ def source_seed() -> int:
     return int(_env("PACBOOK_SOURCE_SEED", "42"))
 
 
+_pinned_connections: dict[str, str] = {}
+
+
+def pin_connections() -> None:
+    """Resolves the pipeline's connections once, in this process, before it forks workers.
+
+    Inside an Airflow 3 task, a connection kept in Airflow's store is fetched through the task
+    supervisor; Luigi's forked workers cannot do that, so they inherit the resolved URIs instead.
+    """
+    for conn_id in (SOURCE_CONN_ID, WAREHOUSE_CONN_ID):
+        _pinned_connections[conn_id] = _require(conn_id)
+
+
 def _connection_uri(conn_id: str) -> str | None:
+    if conn_id in _pinned_connections:
+        return _pinned_connections[conn_id]
     uri = _env(f"AIRFLOW_CONN_{conn_id.upper()}")
     if uri:
         return uri

@@ -77,30 +77,6 @@ def ensure_source(servers: Servers) -> None:
         print(f"source generated: {sum(rows.values()):,} rows in {len(rows)} tables", flush=True)
 
 
-def run_dag_once(stack: AirflowStack, conf: dict | None = None, timeout: float | None = None) -> dict:
-    """Triggers one run for the DAG's latest complete interval (as the nightly schedule would) and waits.
-
-    The run is created while the DAG is still paused and takes the interval the scheduler would
-    schedule next, so unpausing does not start a second, scheduled run for the same night.
-    """
-    dag = stack.wait_for_dag(config.DAG_ID)
-    logical_date = dag.get("next_dagrun_logical_date")
-    interval = (dag.get("next_dagrun_data_interval_start"), dag.get("next_dagrun_data_interval_end"))
-    try:
-        run = stack.trigger(
-            config.DAG_ID, conf, logical_date=logical_date, data_interval=interval if all(interval) else None
-        )
-    except Exception as error:  # that night already ran (an earlier `make run` today): a manual run
-        if "already exists" not in str(error) and "409" not in str(error):
-            raise
-        run = stack.trigger(config.DAG_ID, conf)
-    stack.set_paused(config.DAG_ID, False)
-    try:
-        return stack.wait_for_run(config.DAG_ID, run["dag_run_id"], timeout or config.run_timeout_seconds())
-    finally:
-        stack.set_paused(config.DAG_ID, True)
-
-
 def warehouse_summary(warehouse_uri: str) -> list[tuple[str, int]]:
     with psycopg.connect(warehouse_uri) as conn:
         tables = conn.execute(
@@ -167,7 +143,7 @@ def run() -> int:
                 flush=True,
             )
             run_started = time.monotonic()
-            final = run_dag_once(stack)
+            final = stack.run_latest_interval(config.DAG_ID, timeout=config.run_timeout_seconds())
             print(f"DAG run finished in {time.monotonic() - run_started:.0f} s", flush=True)
             task_instances = stack.task_instances(config.DAG_ID, final["dag_run_id"])
         print_summary(servers, final, task_instances, time.monotonic() - started)

@@ -1,0 +1,148 @@
+"""The whole pipeline on real Airflow components (scheduler, dag-processor, triggerer, api-server).
+
+Each scenario points the `pacbook_source` / `pacbook_warehouse` connections (kept in Airflow's own
+store) at fresh databases, triggers the DAG through the REST API and asserts on the data.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from include.pacbook import config
+from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from tests.conftest import TEST_STATE, query_all, query_one
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def airflow(postgres):
+    metadata = postgres.fresh_database("airflow_metadata").replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = airflow_env(metadata, {}, home=TEST_STATE / "airflow", port=config.test_airflow_port())
+    for name in ("AIRFLOW_CONN_PACBOOK_SOURCE", "AIRFLOW_CONN_PACBOOK_WAREHOUSE"):
+        env.pop(name, None)  # connections come from Airflow's store, switched per scenario
+    env["PACBOOK_RETRY_DELAY_SECONDS"] = "1"  # failures should fail fast here, with the same retry logic
+    migrate_metadata(env)
+    with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
+        stack.wait_for_dag(config.DAG_ID)
+        yield stack
+
+
+def run_pipeline(stack: AirflowStack, source: str, warehouse: str) -> dict:
+    stack.set_connection(config.SOURCE_CONN_ID, source)
+    stack.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
+    return stack.run_latest_interval(config.DAG_ID, timeout=900)
+
+
+def failed_tasks(stack: AirflowStack, run: dict) -> list[str]:
+    return [
+        f"{ti['task_id']}={ti['state']}"
+        for ti in stack.task_instances(config.DAG_ID, run["dag_run_id"])
+        if ti["state"] != "success"
+    ]
+
+
+def warehouse_fingerprint(uri: str) -> dict[str, tuple]:
+    tables = query_all(
+        uri,
+        "select table_schema, table_name from information_schema.tables "
+        "where table_schema in ('staging', 'dwh', 'marts') and table_type = 'BASE TABLE' order by 1, 2",
+    )
+    fingerprint = {}
+    with psycopg.connect(uri) as conn:
+        for schema, table in tables:
+            name = psycopg.sql.SQL("{}.{}").format(psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
+            fingerprint[f"{schema}.{table}"] = conn.execute(
+                psycopg.sql.SQL("select count(*) from {}").format(name)
+            ).fetchone()
+    return fingerprint
+
+
+def assert_warehouse_reconciles_to_source(source: str, warehouse: str) -> None:
+    # Every order line, to the cent.
+    assert query_one(warehouse, "select count(*), sum(sales_amount) from dwh.fct_sales") == query_one(
+        source, "select count(*), sum(price) from public.order_line"
+    )
+    # Every source customer has exactly one current version.
+    customers = query_one(source, "select count(*) from public.customer")[0]
+    current = query_all(
+        warehouse, "select customer_id, count(*) from dwh.dim_customer where is_current group by customer_id"
+    )
+    assert len(current) == customers
+    assert all(n == 1 for _, n in current)
+    # Monthly sales, computed here from the source by the contract's definitions, independently of dbt.
+    expected = query_all(
+        source,
+        """
+        with latest_status as (
+            select distinct on (h.order_id) h.order_id, s.status_value
+            from public.order_history h
+            join public.order_status s on s.status_id = h.status_id
+            order by h.order_id, h.status_date desc, h.history_id desc
+        )
+        select date_trunc('month', o.order_date)::date as month,
+               count(distinct o.order_id) as orders,
+               count(l.line_id) as books_sold,
+               sum(l.price) as gross_revenue,
+               coalesce(sum(l.price) filter (
+                   where ls.status_value is null or ls.status_value not in ('Cancelled', 'Returned')), 0
+               ) as net_revenue,
+               count(distinct o.customer_id) as customers
+        from public.cust_order o
+        join public.order_line l on l.order_id = o.order_id
+        left join latest_status ls on ls.order_id = o.order_id
+        group by 1
+        order by 1
+        """,
+    )
+    actual = query_all(
+        warehouse,
+        "select month, orders, books_sold, gross_revenue, net_revenue, customers from marts.monthly_sales order by 1",
+    )
+    assert actual == expected
+
+
+def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, postgres, generated_source):
+    warehouse = postgres.fresh_database("warehouse_generated")
+    first = run_pipeline(airflow, generated_source, warehouse)
+    assert first["state"] == "success", failed_tasks(airflow, first)
+    assert_warehouse_reconciles_to_source(generated_source, warehouse)
+    before = warehouse_fingerprint(warehouse)
+    sums_before = query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales")
+
+    second = run_pipeline(airflow, generated_source, warehouse)
+    assert second["state"] == "success", failed_tasks(airflow, second)
+    assert warehouse_fingerprint(warehouse) == before
+    assert query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales") == sums_before
+    # The snapshot saw no change, so no customer gained a version.
+    assert query_one(warehouse, "select count(*) from dwh.dim_customer where not is_current")[0] == 0
+
+
+def test_real_pacbook_data_reconciles(airflow, postgres, real_source):
+    warehouse = postgres.fresh_database("warehouse_real")
+    run = run_pipeline(airflow, real_source, warehouse)
+    assert run["state"] == "success", failed_tasks(airflow, run)
+    assert_warehouse_reconciles_to_source(real_source, warehouse)
+    assert query_one(warehouse, "select count(*), sum(sales_amount) from dwh.fct_sales")[0] == 15_400
+    assert query_one(warehouse, "select count(*) from dwh.dim_book")[0] == 11_127
+
+
+def test_a_missing_source_table_fails_the_extract_task_and_its_log_names_the_table(airflow, postgres, generated_source):
+    broken = postgres.fresh_database("source_missing_table")
+    with psycopg.connect(generated_source) as src, psycopg.connect(broken) as dst:
+        dst.execute("create table public.cust_order (order_id integer primary key, order_date timestamp)")
+        dst.execute("insert into public.cust_order values (1, '2024-01-01 10:00')")
+        dst.commit()
+        assert src
+    warehouse = postgres.fresh_database("warehouse_missing_table")
+    run = run_pipeline(airflow, broken, warehouse)
+    assert run["state"] == "failed"
+    states = {ti["task_id"]: ti for ti in airflow.task_instances(config.DAG_ID, run["dag_run_id"])}
+    assert states["source_ready"]["state"] == "success"
+    assert states["extract"]["state"] == "failed"
+    assert states["extract"]["try_number"] == 3  # two retries, then failed
+    assert all(ti["state"] == "upstream_failed" for tid, ti in states.items() if "." in tid)
+    log = airflow.task_log(config.DAG_ID, run["dag_run_id"], "extract", 3)
+    assert "source table public.order_history does not exist" in log
+    assert "ExtractionFailedError" in log
