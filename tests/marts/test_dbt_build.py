@@ -1,0 +1,67 @@
+"""`dbt build` of the whole project, run by the dbt CLI against a warehouse filled by the Luigi extraction:
+every model builds and every dbt test (data tests, unit tests, reconciliation tests) passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.luigi_tasks.extract_source import extract_source
+from include.pacbook import config
+from tests.conftest import query_one
+
+
+def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str) -> dict:
+    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    result = subprocess.run(
+        [
+            dbt,
+            "build",
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--target-path",
+            str(target_dir),
+            "--log-path",
+            str(target_dir / "logs"),
+            *extra,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results = json.loads((target_dir / "run_results.json").read_text())
+    failures = [
+        r["unique_id"] + ": " + str(r.get("message"))
+        for r in results["results"]
+        if r["status"] not in ("success", "pass", "warn")
+    ]
+    assert result.returncode == 0 and not failures, result.stdout[-5000:] + "\n".join(failures)
+    return results
+
+
+@pytest.mark.parametrize("source_name", ["generated_source", "real_source"])
+def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path, source_name):
+    source = request.getfixturevalue(source_name)
+    warehouse = postgres.fresh_database("warehouse_dbt")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", warehouse)
+    extract_source("dbt_build_test")
+
+    results = dbt_build(warehouse, tmp_path / "target")
+    kinds = {r["unique_id"].split(".")[0] for r in results["results"]}
+    assert {"model", "test", "snapshot"} <= kinds
+    assert query_one(warehouse, "select count(*), sum(sales_amount) from dwh.fct_sales") == query_one(
+        source, "select count(*), sum(price) from public.order_line"
+    )
+    # A second build on unchanged data passes again and the snapshot takes no new version.
+    dbt_build(warehouse, tmp_path / "target")
+    assert query_one(warehouse, "select count(*) from dwh.dim_customer where not is_current")[0] == 0
