@@ -45,8 +45,8 @@ run: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run run
 
 lint: $(VENV)/.installed
-	@$(VENV)/bin/ruff check dags include plugins tests bench
-	@$(VENV)/bin/ruff format --check dags include plugins tests bench
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/sqlfluff lint --disable-progress-bar --nocolor $(DBT_DIR)/models $(DBT_DIR)/snapshots $(DBT_DIR)/tests $(DBT_DIR)/macros
 
 pytest: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime

@@ -2,7 +2,8 @@
 ### PacBook warehouse — the nightly run
 
 `source_ready` (sensor) → `extract` (Luigi: 15 source tables → `staging`, streamed by COPY)
-→ dbt via Cosmos: `staging` → `dwh` (snapshots, dimensions, facts) → `marts`.
+→ dbt via Cosmos: `staging` → `dwh` (snapshots, dimensions, facts) → `marts`
+→ `forecast` (6 months of revenue and quantity, with its backtest).
 
 Each dbt task builds one model and runs its tests. Connections: `pacbook_source`,
 `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
@@ -52,7 +53,14 @@ def pacbook_warehouse():
 
         return extract_source_to_staging(run_id)
 
-    source_ready() >> extract() >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")
+    @task(execution_timeout=timedelta(minutes=10))
+    def forecast(dag_run=None) -> dict[str, float]:
+        from include.pacbook.pipeline import forecast_sales
+
+        run_date = (dag_run.data_interval_end or dag_run.run_after).date()
+        return forecast_sales(run_date)
+
+    (source_ready() >> extract() >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts") >> forecast())
 
 
 pacbook_warehouse()

@@ -22,7 +22,7 @@ from include.pacbook import config
 # Layers, in the order data flows; each selects the dbt folders whose tables land in that schema.
 LAYERS = {
     "staging": ["path:models/staging"],
-    "dwh": ["path:models/intermediate", "path:snapshots", "path:models/dwh"],
+    "dwh": ["path:models/intermediate", "path:snapshots", "path:seeds", "path:models/dwh"],
     "marts": ["path:models/marts"],
 }
 

@@ -23,3 +23,15 @@ def extract_source_to_staging(run_id: str) -> dict[str, int]:
     rows = extract_source(run_id)
     log.info("extracted %d rows from %d tables", sum(rows.values()), len(rows))
     return rows
+
+
+def forecast_sales(run_date) -> dict[str, float | None]:
+    """Writes the 6-month forecast and its backtest; returns the backtest MAPE per measure and method."""
+    from include.pacbook.forecast import write_sales_forecast
+
+    result = write_sales_forecast(config.warehouse_uri(), run_date)
+    # NaN is not JSON: a month without sales has no percentage error.
+    return {
+        f"{r.measure}/{r.method}": (None if r.mape != r.mape else round(float(r.mape), 4))
+        for r in result.backtest.itertuples()
+    }

@@ -126,6 +126,15 @@ def test_real_pacbook_data_reconciles(airflow, postgres, real_source):
     assert_warehouse_reconciles_to_source(real_source, warehouse)
     assert query_one(warehouse, "select count(*), sum(sales_amount) from dwh.fct_sales")[0] == 15_400
     assert query_one(warehouse, "select count(*) from dwh.dim_book")[0] == 11_127
+    # The forecast task wrote 6 months for both measures, each with its interval, and its backtest.
+    forecast = query_all(
+        warehouse,
+        "select measure, count(*), bool_and(lower_80 <= forecast and forecast <= upper_80) "
+        "from marts.sales_forecast group by measure order by measure",
+    )
+    assert forecast == [("gross_revenue", 6, True), ("quantity", 6, True)]
+    methods = query_all(warehouse, "select measure, method, origins from marts.sales_forecast_backtest order by 1, 2")
+    assert methods == [(m, k, 12) for m in ("gross_revenue", "quantity") for k in ("model", "seasonal_naive")]
 
 
 def test_a_missing_source_table_fails_the_extract_task_and_its_log_names_the_table(airflow, postgres, generated_source):

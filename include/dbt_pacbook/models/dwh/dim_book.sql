@@ -33,6 +33,7 @@ final as (
         books.title_raw,
         books.isbn13,
         books.isbn13_raw,
+        books.language_id,
         languages.language_code,
         languages.language_name,
         books.publisher_id,

@@ -1,0 +1,187 @@
+with
+
+sales as (
+
+    select * from {{ ref('fct_sales') }}
+
+),
+
+books as (
+
+    select * from {{ ref('dim_book') }}
+
+),
+
+shipping_methods as (
+
+    select * from {{ ref('dim_shipping_method') }}
+
+),
+
+geographies as (
+
+    select * from {{ ref('dim_geography') }}
+
+),
+
+segments as (
+
+    select * from {{ ref('customer_segments') }}
+
+),
+
+cost_rates as (
+
+    select * from {{ ref('publisher_cost_rates') }}
+
+),
+
+-- only realised sales: lines of orders that count as net revenue (latest status not
+-- Cancelled / Returned); a cancelled order is assumed to carry neither cost nor shipping
+net_lines as (
+
+    select * from sales
+    where is_net_revenue
+
+),
+
+-- cost of goods = price x the cost rate valid at the order date: the publisher's own rate
+-- when the seed has one, else the default rate (blank publisher_id)
+line_costs as (
+
+    select
+        net_lines.line_id,
+        net_lines.order_id,
+        net_lines.book_id,
+        books.title,
+        books.publisher_id,
+        books.publisher_name,
+        segments.rfm_segment,
+        shipping_methods.method_id,
+        shipping_methods.method_name,
+        geographies.country_group_id,
+        geographies.country_name,
+        net_lines.sales_amount as revenue,
+        round(net_lines.sales_amount * applied_rate.cost_rate, 2) as estimated_cost_of_goods,
+        net_lines.shipping_cost_allocated as shipping_cost
+
+    from net_lines
+    left join books
+        on net_lines.book_key = books.book_key
+    left join shipping_methods
+        on net_lines.shipping_method_key = shipping_methods.shipping_method_key
+    left join geographies
+        on net_lines.geography_key = geographies.geography_key
+    left join segments
+        on net_lines.customer_id = segments.customer_id
+    left join lateral (
+        select cost_rates.cost_rate
+        from cost_rates
+        where
+            (cost_rates.publisher_id = books.publisher_id or cost_rates.publisher_id is null)
+            and cost_rates.valid_from <= net_lines.order_date
+        order by cost_rates.publisher_id is null, cost_rates.valid_from desc
+        limit 1
+    ) as applied_rate on true
+
+),
+
+members as (
+
+    select
+        'book' as grain,
+        book_id::text as member_id,
+        title as member,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        order_id
+    from line_costs
+
+    union all
+
+    select
+        'publisher' as grain,
+        publisher_id::text as member_id,
+        publisher_name as member,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        order_id
+    from line_costs
+
+    union all
+
+    select
+        'customer_segment' as grain,
+        rfm_segment as member_id,
+        rfm_segment as member,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        order_id
+    from line_costs
+
+    union all
+
+    select
+        'shipping_method' as grain,
+        method_id::text as member_id,
+        method_name as member,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        order_id
+    from line_costs
+
+    union all
+
+    select
+        'country' as grain,
+        country_group_id::text as member_id,
+        country_name as member,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        order_id
+    from line_costs
+
+),
+
+totals as (
+
+    select
+        grain,
+        member_id,
+        max(member) as member,
+        count(distinct order_id) as orders,
+        count(*) as books_sold,
+        sum(revenue) as revenue,
+        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
+        sum(shipping_cost) as shipping_cost
+
+    from members
+    group by grain, member_id
+
+),
+
+final as (
+
+    select
+        grain,
+        member_id,
+        member,
+        orders,
+        books_sold,
+        revenue,
+        estimated_cost_of_goods,
+        shipping_cost,
+        revenue - estimated_cost_of_goods as gross_margin,
+        revenue - estimated_cost_of_goods - shipping_cost as margin,
+        round((revenue - estimated_cost_of_goods - shipping_cost) / nullif(revenue, 0), 4) as margin_pct
+
+    from totals
+
+)
+
+select * from final
