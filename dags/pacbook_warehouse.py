@@ -7,15 +7,20 @@
 
 Each dbt task builds one model and runs its tests. Connections: `pacbook_source`,
 `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
+
+**Trigger parameters**: `full_refresh` rebuilds every model and reloads every table;
+`dbt_select` rebuilds only what a dbt selector names (e.g. `marts.monthly_sales+`);
+`dry_run` runs the sensor and the extraction checks only.
 """
 
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from include.pacbook import config
 from include.pacbook.dbt_groups import dbt_layer
+from include.pacbook.retry_policy import RetryOnlyTransientFailures
 
 DEFAULT_ARGS = {
     "owner": "data-platform",
@@ -23,8 +28,33 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=config.retry_delay_seconds()),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    "retry_policy": RetryOnlyTransientFailures(),
     "execution_timeout": timedelta(minutes=20),
 }
+
+PARAMS = {
+    "full_refresh": Param(
+        False,
+        type="boolean",
+        title="Full refresh",
+        description="Reload every source table and rebuild every dbt model from scratch.",
+    ),
+    "dbt_select": Param(
+        "",
+        type="string",
+        title="dbt selector",
+        maxLength=300,
+        pattern=r"^[A-Za-z0-9_.:+*@,/ -]*$",
+        description="Rebuild only these dbt nodes (dbt selection syntax); empty = the whole project.",
+    ),
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description="Run the source sensor and the extraction checks only; write nothing.",
+    ),
+}
+SNAPSHOT_AT = "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}"
 
 
 @dag(
@@ -35,6 +65,7 @@ DEFAULT_ARGS = {
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    params=PARAMS,
     tags=["pacbook", "warehouse", "dbt", "luigi"],
     doc_md=__doc__,
 )
@@ -47,20 +78,44 @@ def pacbook_warehouse():
 
         return wait_for_source()
 
-    @task(execution_timeout=timedelta(minutes=30))
-    def extract(run_id: str | None = None) -> dict[str, int]:
-        from include.pacbook.pipeline import extract_source_to_staging
-
-        return extract_source_to_staging(run_id)
+    @task.branch(execution_timeout=timedelta(minutes=1))
+    def extract_or_check(params=None) -> str:
+        return "check_extraction" if params["dry_run"] else "extract"
 
     @task(execution_timeout=timedelta(minutes=10))
-    def forecast(dag_run=None) -> dict[str, float]:
+    def check_extraction() -> dict[str, int]:
+        from include.pacbook.pipeline import check_extraction_only
+
+        return check_extraction_only()
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def extract(run_id=None, params=None) -> dict[str, int]:
+        from include.pacbook.pipeline import extract_source_to_staging
+
+        return extract_source_to_staging(run_id, full_refresh=params["full_refresh"])
+
+    @task.branch(execution_timeout=timedelta(minutes=1))
+    def whole_project_or_selection(params=None) -> str:
+        return "dbt_selected" if params["dbt_select"].strip() else "staging"
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def dbt_selected(params=None, dag_run=None) -> None:
+        from include.pacbook.pipeline import build_selected_models
+
+        snapshot_at = (dag_run.data_interval_end or dag_run.run_after).strftime("%Y-%m-%d %H:%M:%S")
+        build_selected_models(params["dbt_select"].strip(), params["full_refresh"], snapshot_at)
+
+    @task(execution_timeout=timedelta(minutes=10), trigger_rule="none_failed_min_one_success")
+    def forecast(dag_run=None) -> dict[str, float | None]:
         from include.pacbook.pipeline import forecast_sales
 
-        run_date = (dag_run.data_interval_end or dag_run.run_after).date()
-        return forecast_sales(run_date)
+        return forecast_sales((dag_run.data_interval_end or dag_run.run_after).date())
 
-    (source_ready() >> extract() >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts") >> forecast())
+    route_extract = source_ready() >> extract_or_check()
+    route_extract >> check_extraction()
+    route_dbt = route_extract >> extract() >> whole_project_or_selection()
+    marts = route_dbt >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")
+    [marts, route_dbt >> dbt_selected()] >> forecast()
 
 
 pacbook_warehouse()

@@ -14,7 +14,7 @@ import logging
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
-from include.luigi_tasks.streaming_copy import copy_table_to_staging
+from include.luigi_tasks.streaming_copy import check_table_copyable, copy_table_to_staging
 from include.pacbook import config, warehouse
 
 log = logging.getLogger("pacbook.extract")
@@ -90,7 +90,7 @@ def extract_source(
         )
         raise ExtractionFailedError(
             f"extraction failed for {len(incomplete)} table(s) [{', '.join(incomplete)}] "
-            f"(luigi status {result.status.name}): {details}"
+            f"(luigi status {result.status.name}): {details} — see RUNBOOK.md#extraction-failed"
         )
     return loaded_rows(warehouse_uri, run_id)
 
@@ -103,3 +103,23 @@ def loaded_rows(warehouse_uri: str, run_id: str) -> dict[str, int]:
                 (run_id,),
             ).fetchall()
         )
+
+
+def check_extraction(tables: tuple[str, ...] = config.SOURCE_TABLES) -> dict[str, int]:
+    """A dry run of the extraction: every table checked, nothing copied; fails naming every problem."""
+    config.pin_connections()
+    source_uri, warehouse_uri = config.source_uri(), config.warehouse_uri()
+    counts, problems = {}, {}
+    for table in tables:
+        try:
+            counts[table] = check_table_copyable(source_uri, warehouse_uri, table)
+        except Exception as error:  # noqa: BLE001 - every table's problem is collected and reported together
+            problems[table] = f"{type(error).__name__}: {error}"
+    for table, rows in counts.items():
+        log.info("dry run: table=%s source_rows=%d copyable", table, rows)
+    if problems:
+        details = "; ".join(f"{t}: {reason}" for t, reason in problems.items())
+        raise ExtractionFailedError(
+            f"dry run found {len(problems)} table(s) that would fail: {details} — see RUNBOOK.md#extraction-failed"
+        )
+    return counts

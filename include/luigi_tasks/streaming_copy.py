@@ -80,6 +80,20 @@ def _ensure_staging_table(conn, table: str, columns: list[Column]) -> None:
         )
 
 
+def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int:
+    """What a copy would meet, without copying: the source table exists and staging can take it.
+    Returns the source's row count; raises the same errors a copy would."""
+    with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
+        source.read_only = True
+        columns = source_columns(source, table)
+        if not columns:
+            raise SourceTableMissingError(f"source table public.{table} does not exist")
+        existing = _staging_columns(warehouse, table)
+        if existing and existing != columns:
+            _ensure_staging_table(warehouse, table, columns)  # raises the drift error with the details
+        return source.execute(sql.SQL("select count(*) from public.{}").format(sql.Identifier(table))).fetchone()[0]
+
+
 def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_id: str) -> int:
     """Replaces staging.<table> with the source's rows and records the load; returns rows copied."""
     started_at = dt.datetime.now(dt.UTC)

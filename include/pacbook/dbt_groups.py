@@ -72,5 +72,6 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
             select=LAYERS[layer],
             test_behavior=TestBehavior.BUILD,
         ),
-        operator_args={"install_deps": False, "vars": DBT_VARS},
+        # `full_refresh` is the DAG's trigger parameter: rebuild incremental models from scratch.
+        operator_args={"install_deps": False, "vars": DBT_VARS, "full_refresh": "{{ params.full_refresh }}"},
     )

@@ -17,10 +17,10 @@ def wait_for_source() -> bool:
     return readiness.ready
 
 
-def extract_source_to_staging(run_id: str) -> dict[str, int]:
+def extract_source_to_staging(run_id: str, full_refresh: bool = False) -> dict[str, int]:
     from include.luigi_tasks.extract_source import extract_source
 
-    rows = extract_source(run_id)
+    rows = extract_source(run_id, full_refresh=full_refresh)
     log.info("extracted %d rows from %d tables", sum(rows.values()), len(rows))
     return rows
 
@@ -35,3 +35,22 @@ def forecast_sales(run_date) -> dict[str, float | None]:
         f"{r.measure}/{r.method}": (None if r.mape != r.mape else round(float(r.mape), 4))
         for r in result.backtest.itertuples()
     }
+
+
+def check_extraction_only() -> dict[str, int]:
+    from include.luigi_tasks.extract_source import check_extraction
+
+    return check_extraction()
+
+
+def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str) -> None:
+    from include.pacbook.dbt_cli import run_dbt
+
+    run_dbt(
+        "build",
+        "--select",
+        selector,
+        *(["--full-refresh"] if full_refresh else []),
+        dbt_vars={"snapshot_at": snapshot_at},
+        warehouse_uri=config.warehouse_uri(),
+    )

@@ -20,7 +20,7 @@ DAGS_DIR = config.PROJECT_ROOT / "dags"
 def dagbag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(DAGS_DIR), include_examples=False)
+    return DagBag(dag_folder=str(DAGS_DIR))
 
 
 def test_dags_import_without_errors(dagbag):
@@ -32,7 +32,8 @@ def test_dag_is_nightly_tagged_documented_and_single_run(dagbag):
     dag = dagbag.dags[config.DAG_ID]
     assert dag.tags, "the DAG needs tags"
     assert dag.doc_md and "Runbook" in dag.doc_md
-    assert dag.timetable.summary == config.nightly_schedule()
+    assert dag.timetable.expression == config.nightly_schedule()
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"  # runs cover their data interval
     assert dag.catchup is False
     assert dag.max_active_runs == 1
 
@@ -64,8 +65,9 @@ def test_cosmos_renders_one_task_group_per_layer_with_model_tasks(dagbag):
         "marts.monthly_sales_model_build",
     ):
         assert expected in task_ids, sorted(task_ids)
-    extract = dag.get_task("extract")
-    assert any(t.task_id.startswith("staging.") for t in extract.downstream_list)
+    route = dag.get_task("whole_project_or_selection")
+    assert any(t.task_id.startswith("staging.") for t in route.downstream_list)
+    assert "dbt_selected" in route.downstream_task_ids
 
 
 def test_dag_file_parses_fast_without_any_database(tmp_path):
@@ -97,3 +99,18 @@ def test_dag_file_parses_fast_without_any_database(tmp_path):
     parse_seconds = float(result.stdout.strip().splitlines()[-1])
     assert parse_seconds < 2.0, f"DAG file took {parse_seconds:.2f} s to parse"
     assert time.perf_counter() - started < 60
+
+
+def test_trigger_params_are_typed_and_validated(dagbag):
+    from airflow.sdk import ParamsDict
+
+    dag = dagbag.dags[config.DAG_ID]
+    assert set(dag.params) == {"full_refresh", "dbt_select", "dry_run"}
+    defaults = ParamsDict(dag.params)
+    defaults.validate()
+    for bad in ({"full_refresh": "yes please"}, {"dbt_select": "x; drop table dwh.fct_sales"}, {"dry_run": 3}):
+        params = ParamsDict(dag.params)
+        with pytest.raises(Exception, match=r"(?i)invalid|not of type|does not match|validation"):
+            for key, value in bad.items():
+                params[key] = value
+            params.validate()

@@ -29,10 +29,14 @@ def airflow(postgres):
         yield stack
 
 
-def run_pipeline(stack: AirflowStack, source: str, warehouse: str) -> dict:
+def run_pipeline(stack: AirflowStack, source: str, warehouse: str, conf: dict | None = None) -> dict:
     stack.set_connection(config.SOURCE_CONN_ID, source)
     stack.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
-    return stack.run_latest_interval(config.DAG_ID, timeout=900)
+    return stack.run_latest_interval(config.DAG_ID, conf, timeout=900)
+
+
+def task_states(stack: AirflowStack, run: dict) -> dict[str, str]:
+    return {ti["task_id"]: ti["state"] for ti in stack.task_instances(config.DAG_ID, run["dag_run_id"])}
 
 
 def failed_tasks(stack: AirflowStack, run: dict) -> list[str]:
@@ -111,8 +115,11 @@ def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, 
     before = warehouse_fingerprint(warehouse)
     sums_before = query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales")
 
-    second = run_pipeline(airflow, generated_source, warehouse)
+    # The second run is a full refresh from the trigger form: every table reloaded, every model rebuilt.
+    second = run_pipeline(airflow, generated_source, warehouse, {"full_refresh": True})
     assert second["state"] == "success", failed_tasks(airflow, second)
+    fact_log = airflow.task_log(config.DAG_ID, second["dag_run_id"], "dwh.fct_sales_model_build", 1)
+    assert "--full-refresh" in fact_log
     assert warehouse_fingerprint(warehouse) == before
     assert query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales") == sums_before
     # The snapshot saw no change, so no customer gained a version.
@@ -150,8 +157,29 @@ def test_a_missing_source_table_fails_the_extract_task_and_its_log_names_the_tab
     states = {ti["task_id"]: ti for ti in airflow.task_instances(config.DAG_ID, run["dag_run_id"])}
     assert states["source_ready"]["state"] == "success"
     assert states["extract"]["state"] == "failed"
-    assert states["extract"]["try_number"] == 3  # two retries, then failed
+    assert states["extract"]["try_number"] == 1  # a missing table is not retried: a retry cannot fix it
     assert all(ti["state"] == "upstream_failed" for tid, ti in states.items() if "." in tid)
-    log = airflow.task_log(config.DAG_ID, run["dag_run_id"], "extract", 3)
+    log = airflow.task_log(config.DAG_ID, run["dag_run_id"], "extract", 1)
     assert "source table public.order_history does not exist" in log
     assert "ExtractionFailedError" in log
+
+
+def test_dry_run_checks_the_source_and_writes_nothing(airflow, postgres, generated_source):
+    warehouse = postgres.fresh_database("warehouse_dry_run")
+    run = run_pipeline(airflow, generated_source, warehouse, {"dry_run": True})
+    assert run["state"] == "success", failed_tasks(airflow, run)
+    states = task_states(airflow, run)
+    assert states["source_ready"] == "success"
+    assert states["check_extraction"] == "success"
+    assert states["extract"] == "skipped"
+    assert all(state == "skipped" for task_id, state in states.items() if "." in task_id or task_id == "forecast")
+    assert query_one(warehouse, "select count(*) from information_schema.tables where table_schema = 'staging'")[0] == 0
+
+
+def test_invalid_trigger_params_are_refused(airflow):
+    from include.pacbook.airflow_stack import ApiError
+
+    for conf in ({"dbt_select": "x; drop table dwh.fct_sales"}, {"full_refresh": "yes please"}):
+        with pytest.raises(ApiError) as refused:
+            airflow.trigger(config.DAG_ID, conf)
+        assert refused.value.status in (400, 422), refused.value

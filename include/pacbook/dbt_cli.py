@@ -1,0 +1,58 @@
+"""The dbt CLI on the warehouse, for the runs Cosmos does not render: a user's own selection."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from include.pacbook import config
+
+log = logging.getLogger("pacbook.dbt")
+
+
+class DbtCommandError(RuntimeError):
+    pass
+
+
+def run_dbt(*args: str, dbt_vars: dict[str, str] | None = None, warehouse_uri: str) -> None:
+    """Runs `dbt <args>` with the project's CLI profile; dbt's own output goes to this task's log."""
+    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    with tempfile.TemporaryDirectory(prefix="pacbook-dbt-") as target:
+        command = [
+            dbt,
+            *args,
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            # A private target path: the shared manifest that Cosmos renders from stays untouched.
+            "--target-path",
+            target,
+            "--log-path",
+            target,
+        ]
+        if dbt_vars:
+            command += ["--vars", json.dumps(dbt_vars)]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.info("dbt: %s", line.rstrip())
+        if process.wait() != 0:
+            failures = _failures(Path(target) / "run_results.json")
+            raise DbtCommandError(
+                f"dbt {' '.join(args)} failed: {failures or 'see dbt output above'} — see RUNBOOK.md#dbt-model-failed"
+            )
+
+
+def _failures(run_results: Path) -> str:
+    if not run_results.exists():
+        return ""
+    results = json.loads(run_results.read_text())["results"]
+    bad = [f"{r['unique_id']} ({r['status']})" for r in results if r["status"] in ("error", "fail")]
+    return ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
