@@ -16,10 +16,19 @@ Each dbt task builds one model and runs its tests. Connections: `pacbook_source`
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import (
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    dag,
+    task,
+)
 
 from include.pacbook import config
 from include.pacbook.dbt_groups import dbt_layer
+from include.pacbook.notifications import PacbookFailureNotifier, notify_deadline_missed
 from include.pacbook.retry_policy import RetryOnlyTransientFailures
 
 DEFAULT_ARGS = {
@@ -29,6 +38,8 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "retry_policy": RetryOnlyTransientFailures(),
+    "on_failure_callback": PacbookFailureNotifier(),
+    "on_retry_callback": PacbookFailureNotifier(),
     "execution_timeout": timedelta(minutes=20),
 }
 
@@ -66,6 +77,13 @@ SNAPSHOT_AT = "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     params=PARAMS,
+    # Measured from when the run is queued: a nightly run is queued as its day closes, and a backfill
+    # or manual run gets the same allowance instead of being "late" the moment it starts.
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=config.run_deadline_minutes()),
+        callback=AsyncCallback(notify_deadline_missed, kwargs={"reason": "the nightly run is late"}),
+    ),
     tags=["pacbook", "warehouse", "dbt", "luigi"],
     doc_md=__doc__,
 )

@@ -292,33 +292,47 @@ class AirflowStack:
             self.set_paused(dag_id, True)
 
     def run_latest_interval(self, dag_id: str, conf: dict | None = None, timeout: float = 1800) -> dict:
-        """Runs the DAG for its latest complete interval, as the nightly schedule would, and waits.
+        """Runs the DAG for its latest complete interval, the way the nightly schedule does, and waits.
 
-        The run is created while the DAG is still paused and takes the interval the scheduler would
-        schedule next, so unpausing does not start a second, scheduled run for the same night. When
-        that night has already run, a manual run (no data interval) is made instead.
+        When that interval has not run yet, unpausing lets the scheduler create its scheduled run (a
+        manual run as well would run the same night twice). When it has, a manual run is triggered.
         """
         dag = self.wait_for_dag(dag_id)
-        logical_date = dag.get("next_dagrun_logical_date")
-        interval = (dag.get("next_dagrun_data_interval_start"), dag.get("next_dagrun_data_interval_end"))
-        try:
-            return self.run_dag(
-                dag_id,
-                conf,
-                logical_date=logical_date,
-                data_interval=interval if all(interval) else None,
-                timeout=timeout,
-            )
-        except ApiError as error:
-            if error.status != 409:
-                raise
-            return self.run_dag(dag_id, conf, timeout=timeout)
+        due = dag.get("next_dagrun_run_after")
+        if not conf and due and _parse_time(due) <= time.time():
+            known = {run["dag_run_id"] for run in self.dag_runs(dag_id)}
+            self.set_paused(dag_id, False)
+            try:
+                run = self._wait_for_new_run(dag_id, known, timeout=120)
+                return self.wait_for_run(dag_id, run["dag_run_id"], timeout)
+            finally:
+                self.set_paused(dag_id, True)
+        return self.run_dag(dag_id, conf, timeout=timeout)
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=1000")["dag_runs"]
+
+    def _wait_for_new_run(self, dag_id: str, known: set[str], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            new = [run for run in self.dag_runs(dag_id) if run["dag_run_id"] not in known]
+            if new:
+                return new[0]
+            time.sleep(2)
+        raise TimeoutError(f"the scheduler created no run of {dag_id} within {timeout:.0f} s")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         quoted = urllib.parse.quote(run_id, safe="")
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")[
             "task_instances"
         ]
+
+
+def _parse_time(value: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class ApiError(RuntimeError):

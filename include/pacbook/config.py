@@ -85,6 +85,7 @@ def pin_connections() -> None:
     Inside an Airflow 3 task, a connection kept in Airflow's store is fetched through the task
     supervisor; Luigi's forked workers cannot do that, so they inherit the resolved URIs instead.
     """
+    _pinned_connections.clear()  # resolve afresh: the connections may have changed since the last run
     for conn_id in (SOURCE_CONN_ID, WAREHOUSE_CONN_ID):
         _pinned_connections[conn_id] = _require(conn_id)
 
@@ -202,3 +203,51 @@ def test_airflow_port() -> int:
 def real_data_dir() -> Path:
     """The real PacBook dump (../shared/pacbook_real), used by tests when present."""
     return Path(_env("PACBOOK_REAL_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "pacbook_real")))
+
+
+# --- notifications and audit
+
+
+def airflow_base_url() -> str:
+    """The Airflow UI's address as Airflow itself knows it (log links in alerts point there)."""
+    return _env("AIRFLOW__API__BASE_URL", f"http://127.0.0.1:{airflow_api_port()}").rstrip("/")
+
+
+def smtp_host() -> str:
+    """The SMTP relay alerts go through (locally: `python -m include.pacbook.smtp_sink`)."""
+    return _env("PACBOOK_SMTP_HOST", "127.0.0.1")
+
+
+def smtp_port() -> int:
+    return int(_env("PACBOOK_SMTP_PORT", "8025"))
+
+
+def alert_email_to() -> list[str]:
+    """Recipients of failure alerts, comma-separated."""
+    value = _env("PACBOOK_ALERT_EMAIL_TO", "data-oncall@pacbook.local")
+    return [address.strip() for address in value.split(",") if address.strip()]
+
+
+def alert_email_from() -> str:
+    return _env("PACBOOK_ALERT_EMAIL_FROM", "airflow@pacbook.local")
+
+
+def alert_webhook_url() -> str | None:
+    """When set, every alert is also POSTed there as JSON (chat or incident tool)."""
+    return _env("PACBOOK_ALERT_WEBHOOK_URL")
+
+
+def smtp_sink_dir() -> Path:
+    """Where the local catching SMTP server writes the messages it receives."""
+    return Path(_env("PACBOOK_SMTP_SINK_DIR", str(state_dir() / "mail"))).resolve()
+
+
+def task_audit_enabled() -> bool:
+    """Whether the audit listener records task outcomes into audit.task_run (on unless set to 0/false/off)."""
+    return _env("PACBOOK_TASK_AUDIT", "on").strip().lower() not in ("0", "false", "off", "no")
+
+
+def run_deadline_minutes() -> float:
+    """How long after it is queued a run may take before the deadline alert fires (DeadlineAlert).
+    A nightly run is queued when its interval closes, so by default it must be done 4 h later."""
+    return float(_env("PACBOOK_RUN_DEADLINE_MINUTES", "240"))

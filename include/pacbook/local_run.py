@@ -19,6 +19,7 @@ import psycopg
 
 from include.pacbook import config, embedded_postgres
 from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from include.pacbook.smtp_sink import read_messages, running_smtp_sink
 
 log = logging.getLogger("pacbook.run")
 
@@ -127,6 +128,16 @@ def print_summary(servers: Servers, run: dict, task_instances: list[dict], secon
     print(f"Airflow logs: {config.airflow_home() / 'logs'}")
 
 
+@contextlib.contextmanager
+def sink_if_local():
+    """The catching SMTP server, unless alerts go to a real relay (PACBOOK_SMTP_HOST elsewhere)."""
+    if config.smtp_host() not in ("127.0.0.1", "localhost"):
+        yield None
+        return
+    with running_smtp_sink(config.smtp_port(), config.smtp_sink_dir()) as sink:
+        yield sink
+
+
 def run() -> int:
     started = time.monotonic()
     servers = resolve_servers()
@@ -136,7 +147,12 @@ def run() -> int:
         print("preparing Airflow's metadata database ...", flush=True)
         migrate_metadata(env)
         print("starting Airflow (api-server, scheduler, dag-processor, triggerer) ...", flush=True)
-        with AirflowStack(env, config.state_dir() / "airflow-components") as stack:
+        mailbox = config.smtp_sink_dir()
+        alerts_before = len(read_messages(mailbox))
+        # Alerts of a local run go to a catching SMTP server whose messages land in the state folder.
+        with sink_if_local() as sink, AirflowStack(env, config.state_dir() / "airflow-components") as stack:
+            if sink is not None:
+                print(f"alerts: SMTP on 127.0.0.1:{sink.port}, stored in {mailbox}", flush=True)
             print(
                 f"Airflow UI: {stack.base_url} (user {('admin')}; password in "
                 f"{env['AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE']})",
@@ -147,6 +163,7 @@ def run() -> int:
             print(f"DAG run finished in {time.monotonic() - run_started:.0f} s", flush=True)
             task_instances = stack.task_instances(config.DAG_ID, final["dag_run_id"])
         print_summary(servers, final, task_instances, time.monotonic() - started)
+        print(f"alerts sent during the run: {len(read_messages(mailbox)) - alerts_before} (in {mailbox})")
         return 0 if final["state"] == "success" else 1
     finally:
         if servers.embedded is not None:

@@ -6,27 +6,53 @@ store) at fresh databases, triggers the DAG through the REST API and asserts on 
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
 from include.pacbook import config
 from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from include.pacbook.smtp_sink import read_messages, running_smtp_sink
 from tests.conftest import TEST_STATE, query_all, query_one
 
 pytestmark = pytest.mark.e2e
 
 
+MAILBOX = TEST_STATE / "mail"
+
+
 @pytest.fixture(scope="module")
-def airflow(postgres):
+def mail_sink():
+    for old in MAILBOX.glob("*.eml"):
+        old.unlink()
+    with running_smtp_sink(0, MAILBOX) as sink:
+        yield sink
+
+
+@pytest.fixture(scope="module")
+def airflow(postgres, mail_sink):
     metadata = postgres.fresh_database("airflow_metadata").replace("postgresql://", "postgresql+psycopg2://", 1)
     env = airflow_env(metadata, {}, home=TEST_STATE / "airflow", port=config.test_airflow_port())
     for name in ("AIRFLOW_CONN_PACBOOK_SOURCE", "AIRFLOW_CONN_PACBOOK_WAREHOUSE"):
         env.pop(name, None)  # connections come from Airflow's store, switched per scenario
     env["PACBOOK_RETRY_DELAY_SECONDS"] = "1"  # failures should fail fast here, with the same retry logic
+    env["PACBOOK_SMTP_PORT"] = str(mail_sink.port)
+    # Every run here takes longer than 20 s, so every run misses this deadline and must alert.
+    env["PACBOOK_RUN_DEADLINE_MINUTES"] = "0.33"
     migrate_metadata(env)
     with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
         stack.wait_for_dag(config.DAG_ID)
         yield stack
+
+
+def wait_for_mail(predicate, timeout: float = 90) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [message for message in read_messages(MAILBOX) if predicate(message)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
 
 
 def run_pipeline(stack: AirflowStack, source: str, warehouse: str, conf: dict | None = None) -> dict:
@@ -112,6 +138,30 @@ def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, 
     first = run_pipeline(airflow, generated_source, warehouse)
     assert first["state"] == "success", failed_tasks(airflow, first)
     assert_warehouse_reconciles_to_source(generated_source, warehouse)
+    # The run took longer than the test's deadline: the triggerer sent the deadline alert.
+    late = wait_for_mail(lambda m: "missed its deadline" in m["Subject"] and first["dag_run_id"] in m.get_content())
+    assert late, [m["Subject"] for m in read_messages(MAILBOX)]
+    assert "Runbook: RUNBOOK.md#deadline-missed" in late[0].get_content()
+    # The audit listener recorded every task's outcome, with the rows the extraction copied.
+    extract_rows = query_one(
+        warehouse,
+        "select state, rows from audit.task_run where run_id = %s and task_id = 'extract'",
+        (first["dag_run_id"],),
+    )
+    assert extract_rows == (
+        "success",
+        query_one(
+            warehouse, "select sum(rows_loaded) from audit.extract_load where run_id = %s", (first["dag_run_id"],)
+        )[0],
+    )
+    assert (
+        query_one(
+            warehouse,
+            "select count(*) from audit.task_run where run_id = %s and state = 'success'",
+            (first["dag_run_id"],),
+        )[0]
+        >= 30
+    )
     before = warehouse_fingerprint(warehouse)
     sums_before = query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales")
 
@@ -162,6 +212,21 @@ def test_a_missing_source_table_fails_the_extract_task_and_its_log_names_the_tab
     log = airflow.task_log(config.DAG_ID, run["dag_run_id"], "extract", 1)
     assert "source table public.order_history does not exist" in log
     assert "ExtractionFailedError" in log
+    # The on-call engineer got one e-mail with everything needed to act.
+    alerts = wait_for_mail(lambda m: "extract failed" in m["Subject"] and run["dag_run_id"] in m.get_content())
+    assert alerts, [m["Subject"] for m in read_messages(MAILBOX)]
+    body = alerts[0].get_content()
+    for field in (
+        f"DAG: {config.DAG_ID}",
+        f"Run: {run['dag_run_id']}",
+        "Task: extract",
+        "Try: 1",
+        "Cause: ExtractionFailedError",
+        "public.order_history does not exist",
+        "Log: http",
+        "Runbook: RUNBOOK.md#extraction-failed",
+    ):
+        assert field in body, body
 
 
 def test_dry_run_checks_the_source_and_writes_nothing(airflow, postgres, generated_source):
