@@ -17,11 +17,13 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := False
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export SCARF_ANALYTICS := false
 
-.PHONY: help run test lint pytest dbt-build manifest clean stop
+.PHONY: help run airflow test lint pytest bench manifest clean stop
 
 help:
 	@echo "make run   — set up everything and run the pacbook_warehouse DAG once with real Airflow"
 	@echo "make test  — the same set-up, then lint, dbt build and every test"
+	@echo "make airflow — Airflow on the embedded PostgreSQL with this DAG, until Ctrl-C"
+	@echo "make bench — extraction benchmarks against psql and pandas (bench/README.md)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -43,6 +45,12 @@ $(STATE)/runtime:
 
 run: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run run
+
+airflow: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
+	@$(PY) -m include.pacbook.local_run airflow
+
+bench: $(VENV)/.installed | $(STATE)/runtime
+	@$(PY) -m bench.extraction --scale 10 --repeat 3
 
 lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff check .

@@ -120,7 +120,7 @@ class AirflowStack:
             )
         self._wait_healthy()
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         for component, proc in self.processes.items():
             if proc.poll() is not None:
                 tail = (self.log_dir / f"{component}.log").read_text(errors="replace")[-3000:]
@@ -129,7 +129,7 @@ class AirflowStack:
     def _wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 health = self._request("GET", "/api/v2/monitor/health", auth=False)
                 if health.get("scheduler", {}).get("status") == "healthy":
@@ -195,7 +195,7 @@ class AirflowStack:
         """Waits until the dag-processor has parsed the DAG; fails fast on an import error."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             errors = self._request("GET", "/api/v2/importErrors").get("import_errors", [])
             if errors:
                 raise RuntimeError("DAG import errors:\n" + "\n".join(e["stack_trace"][-2000:] for e in errors))
@@ -267,7 +267,7 @@ class AirflowStack:
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             run = self.run_state(dag_id, run_id)
             if run["state"] in ("success", "failed"):
                 return run
@@ -315,7 +315,7 @@ class AirflowStack:
     def _wait_for_new_run(self, dag_id: str, known: set[str], timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             new = [run for run in self.dag_runs(dag_id) if run["dag_run_id"] not in known]
             if new:
                 return new[0]

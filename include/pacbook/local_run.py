@@ -171,12 +171,34 @@ def run() -> int:
                 embedded_postgres.stop(servers.embedded)
 
 
+def serve() -> int:
+    """`make airflow`: the same servers and Airflow components, kept up until Ctrl-C."""
+    servers = resolve_servers()
+    try:
+        ensure_source(servers)
+        env = airflow_env(servers.metadata_uri, servers.connection_env())
+        migrate_metadata(env)
+        with sink_if_local(), AirflowStack(env, config.state_dir() / "airflow-components") as stack:
+            stack.wait_for_dag(config.DAG_ID)
+            print(f"Airflow UI: {stack.base_url}  login: admin / {stack.admin_password}", flush=True)
+            print("the DAG is paused: unpause or trigger it in the UI; Ctrl-C stops everything", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(5)
+                    stack.check_alive()
+        return 0
+    finally:
+        if servers.embedded is not None:
+            with contextlib.suppress(Exception):
+                embedded_postgres.stop(servers.embedded)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["run"])
-    parser.parse_args(argv)
+    parser.add_argument("command", choices=["run", "airflow"])
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run()
+    return run() if args.command == "run" else serve()
 
 
 if __name__ == "__main__":
