@@ -15,7 +15,6 @@ from psycopg import sql
 
 from include.pacbook.warehouse import connect
 
-
 WRITE_CHUNK_BYTES = 1 << 20
 
 
