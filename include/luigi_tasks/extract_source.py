@@ -63,12 +63,15 @@ class ExtractionFailedError(RuntimeError):
 def extract_source(
     run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, workers: int = 4, full_refresh: bool = False
 ) -> dict[str, int]:
-    """Runs the Luigi extraction for one pipeline run; returns rows loaded per table.
+    """Runs the Luigi extraction for one pipeline run; returns rows loaded per table."""
+    with config.pinned_connections():
+        return _extract_source(run_id, tables, workers, full_refresh)
 
-    ``luigi.build`` returns True even when tasks failed, so success is read from the detailed
+
+def _extract_source(run_id: str, tables: tuple[str, ...], workers: int, full_refresh: bool) -> dict[str, int]:
+    """``luigi.build`` returns True even when tasks failed, so success is read from the detailed
     summary's status, and a failure raises with the tables' names and reasons.
     """
-    config.pin_connections()
     warehouse_uri = config.warehouse_uri()
     warehouse.ensure_schemas(warehouse_uri)
     if full_refresh:
@@ -107,7 +110,6 @@ def loaded_rows(warehouse_uri: str, run_id: str) -> dict[str, int]:
 
 def check_extraction(tables: tuple[str, ...] = config.SOURCE_TABLES) -> dict[str, int]:
     """A dry run of the extraction: every table checked, nothing copied; fails naming every problem."""
-    config.pin_connections()
     source_uri, warehouse_uri = config.source_uri(), config.warehouse_uri()
     counts, problems = {}, {}
     for table in tables:

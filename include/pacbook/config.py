@@ -7,6 +7,7 @@ or Airflow's own connection store when running inside a task); paths and knobs c
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,15 +80,21 @@ def source_seed() -> int:
 _pinned_connections: dict[str, str] = {}
 
 
-def pin_connections() -> None:
-    """Resolves the pipeline's connections once, in this process, before it forks workers.
+@contextlib.contextmanager
+def pinned_connections():
+    """Resolves the pipeline's connections once, in this process, for a block that forks workers.
 
     Inside an Airflow 3 task, a connection kept in Airflow's store is fetched through the task
     supervisor; Luigi's forked workers cannot do that, so they inherit the resolved URIs instead.
+    The pin ends with the block, so a later lookup sees changed connections.
     """
-    _pinned_connections.clear()  # resolve afresh: the connections may have changed since the last run
-    for conn_id in (SOURCE_CONN_ID, WAREHOUSE_CONN_ID):
-        _pinned_connections[conn_id] = _require(conn_id)
+    _pinned_connections.clear()
+    try:
+        for conn_id in (SOURCE_CONN_ID, WAREHOUSE_CONN_ID):
+            _pinned_connections[conn_id] = _require(conn_id)
+        yield
+    finally:
+        _pinned_connections.clear()
 
 
 def _connection_uri(conn_id: str) -> str | None:
