@@ -65,3 +65,33 @@ def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path
     # A second build on unchanged data passes again and the snapshot takes no new version.
     dbt_build(warehouse, tmp_path / "target")
     assert query_one(warehouse, "select count(*) from dwh.dim_customer where not is_current")[0] == 0
+    if source_name == "real_source":
+        assert_docs_generate(warehouse, tmp_path / "docs")
+
+
+def assert_docs_generate(warehouse_uri: str, target_dir: Path) -> None:
+    """`dbt docs generate` writes a static site with the catalog of every warehouse table."""
+    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    dbt = str(Path(sys.executable).with_name("dbt"))
+    result = subprocess.run(
+        [
+            dbt,
+            "docs",
+            "generate",
+            "--static",
+            "--project-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(config.DBT_PROJECT_DIR),
+            "--target-path",
+            str(target_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    catalog = json.loads((target_dir / "catalog.json").read_text())
+    assert "model.pacbook.fct_sales" in catalog["nodes"]
+    assert (target_dir / "static_index.html").stat().st_size > 100_000
