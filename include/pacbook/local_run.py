@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -172,7 +173,14 @@ def run() -> int:
 
 
 def serve() -> int:
-    """`make airflow`: the same servers and Airflow components, kept up until Ctrl-C."""
+    """`make airflow`: the same servers and Airflow components, kept up until Ctrl-C (or SIGTERM)."""
+
+    def stop_serving(signum, frame):
+        raise KeyboardInterrupt
+
+    # Explicit handlers: a shell that starts make in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, stop_serving)
+    signal.signal(signal.SIGTERM, stop_serving)
     servers = resolve_servers()
     try:
         ensure_source(servers)
