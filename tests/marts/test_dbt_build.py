@@ -16,28 +16,17 @@ from include.pacbook import config
 from tests.conftest import query_one
 
 
-def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str) -> dict:
+def run_dbt_cli(warehouse_uri: str, target_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """The dbt CLI on the project with its env-var profile, writing into a private target folder."""
     env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
     dbt = str(Path(sys.executable).with_name("dbt"))
-    result = subprocess.run(
-        [
-            dbt,
-            "build",
-            "--project-dir",
-            str(config.DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(config.DBT_PROJECT_DIR),
-            "--target-path",
-            str(target_dir),
-            "--log-path",
-            str(target_dir / "logs"),
-            *extra,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    project = ["--project-dir", str(config.DBT_PROJECT_DIR), "--profiles-dir", str(config.DBT_PROJECT_DIR)]
+    paths = ["--target-path", str(target_dir), "--log-path", str(target_dir / "logs")]
+    return subprocess.run([dbt, *args, *project, *paths], env=env, capture_output=True, text=True, timeout=900)
+
+
+def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str) -> dict:
+    result = run_dbt_cli(warehouse_uri, target_dir, "build", *extra)
     results = json.loads((target_dir / "run_results.json").read_text())
     failures = [
         r["unique_id"] + ": " + str(r.get("message"))
@@ -71,26 +60,7 @@ def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path
 
 def assert_docs_generate(warehouse_uri: str, target_dir: Path) -> None:
     """`dbt docs generate` writes a static site with the catalog of every warehouse table."""
-    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
-    dbt = str(Path(sys.executable).with_name("dbt"))
-    result = subprocess.run(
-        [
-            dbt,
-            "docs",
-            "generate",
-            "--static",
-            "--project-dir",
-            str(config.DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(config.DBT_PROJECT_DIR),
-            "--target-path",
-            str(target_dir),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_dbt_cli(warehouse_uri, target_dir, "docs", "generate", "--static")
     assert result.returncode == 0, result.stdout[-3000:]
     catalog = json.loads((target_dir / "catalog.json").read_text())
     assert "model.pacbook.fct_sales" in catalog["nodes"]
