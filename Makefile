@@ -57,7 +57,15 @@ lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/sqlfluff lint --disable-progress-bar --nocolor $(DBT_DIR)/models $(DBT_DIR)/snapshots $(DBT_DIR)/tests $(DBT_DIR)/macros
 
-pytest: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
+# The browser tests drive Debian's headless Chromium through its chromedriver.
+$(STATE)/chromium.ok: | $(STATE)/runtime
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian's chromium and chromium-driver for the browser tests ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+	@touch $@
+
+pytest: $(VENV)/.installed $(MANIFEST) $(STATE)/chromium.ok | $(STATE)/runtime
 	@$(PY) -m pytest
 
 test: lint pytest

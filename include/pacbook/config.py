@@ -258,3 +258,40 @@ def run_deadline_minutes() -> float:
     """How long after it is queued a run may take before the deadline alert fires (DeadlineAlert).
     A nightly run is queued when its interval closes, so by default it must be done 4 h later."""
     return float(_env("PACBOOK_RUN_DEADLINE_MINUTES", "240"))
+
+
+# --- files in and out
+
+
+def landing_dir() -> Path:
+    """Where publishers drop their price lists (``book_costs_<publisher>_<YYYYMMDD>.csv``)."""
+    return Path(_env("PACBOOK_LANDING_DIR", str(state_dir() / "landing"))).resolve()
+
+
+def bronze_dir() -> Path:
+    """Parquet copies of every ingested landing file, one per file version."""
+    return Path(_env("PACBOOK_BRONZE_DIR", str(state_dir() / "bronze"))).resolve()
+
+
+def rejected_dir() -> Path:
+    """Landing files that could not be parsed at all, each beside a ``.reason`` file."""
+    return Path(_env("PACBOOK_REJECTED_DIR", str(landing_dir() / "rejected"))).resolve()
+
+
+def exports_dir() -> Path:
+    """The analysts' columnar copy of the marts: Parquet files and one DuckDB file."""
+    return Path(_env("PACBOOK_EXPORTS_DIR", str(state_dir() / "exports"))).resolve()
+
+
+def reports_dir() -> Path:
+    """Daily and month-end reports, under ``<reports_dir>/<YYYY-MM-DD>/``; the dbt docs site beside them."""
+    return Path(_env("PACBOOK_REPORTS_DIR", str(PROJECT_ROOT / "reports"))).resolve()
+
+
+def chromium_executable() -> str:
+    """Headless Chromium for the browser tests and report screenshots (Debian's ``chromium``)."""
+    return _env("PACBOOK_CHROMIUM", "/usr/bin/chromium")
+
+
+def chromedriver_executable() -> str:
+    return _env("PACBOOK_CHROMEDRIVER", "/usr/bin/chromedriver")
