@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 
 # CONTRACT.md §3: exactly these schemas.
 WAREHOUSE_SCHEMAS = ("staging", "dwh", "marts", "audit", "quarantine")
 
-_AUDIT_DDL = """
-create table if not exists audit.extract_load (
-    run_id text not null,
-    table_name text not null,
-    rows_loaded bigint not null,
-    started_at timestamptz not null,
-    finished_at timestamptz not null default clock_timestamp(),
-    primary key (run_id, table_name)
-);
-comment on table audit.extract_load is
-    'One row per source table copied into staging for a pipeline run; written in the same '
-    'transaction as the load, so a row here means the staging table holds exactly that load.';
-create table if not exists audit.extract_failure (
-    run_id text not null,
-    table_name text not null,
-    failed_at timestamptz not null default clock_timestamp(),
-    error text not null
-);
-comment on table audit.extract_failure is
-    'Every failed attempt to copy a source table, with the reason shown to the on-call engineer.';
-"""
+# Every file here is idempotent DDL (create ... if not exists), applied in name order. Each part of the
+# pipeline keeps its own file, so adding a bookkeeping table never means editing this module.
+DDL_DIR = Path(__file__).with_name("warehouse_ddl")
+
+
+def warehouse_ddl() -> list[tuple[str, str]]:
+    return [(path.name, path.read_text()) for path in sorted(DDL_DIR.glob("*.sql"))]
 
 
 def connect(uri: str, **kwargs) -> psycopg.Connection:
@@ -35,14 +23,18 @@ def connect(uri: str, **kwargs) -> psycopg.Connection:
 
 
 def ensure_schemas(uri: str) -> None:
-    """Creates the warehouse schemas and audit tables; safe to run concurrently and repeatedly."""
+    """Creates the warehouse schemas and the bookkeeping tables of ``warehouse_ddl/``; safe to repeat and to race."""
     # An advisory lock, because parallel extraction workers call this at the same moment and
     # `create schema if not exists` is not race-free in PostgreSQL.
     with connect(uri, autocommit=True) as conn, conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.ensure_schemas'))")
         for schema in WAREHOUSE_SCHEMAS:
             conn.execute(psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema)))
-        conn.execute(_AUDIT_DDL)
+        for name, ddl in warehouse_ddl():
+            try:
+                conn.execute(ddl)
+            except psycopg.Error as error:
+                raise RuntimeError(f"warehouse DDL {name} failed: {error}") from error
 
 
 def load_is_recorded(uri: str, run_id: str, table: str) -> bool:

@@ -1,0 +1,36 @@
+"""The real Airflow stack the end-to-end tests share: one per test package run, stopped at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.pacbook import config
+from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from include.pacbook.smtp_sink import running_smtp_sink
+from tests.conftest import TEST_STATE
+
+MAILBOX = TEST_STATE / "mail"
+
+
+@pytest.fixture(scope="package")
+def mail_sink():
+    for old in MAILBOX.glob("*.eml"):
+        old.unlink()
+    with running_smtp_sink(0, MAILBOX) as sink:
+        yield sink
+
+
+@pytest.fixture(scope="package")
+def airflow(postgres, mail_sink):
+    metadata = postgres.fresh_database("airflow_metadata").replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = airflow_env(metadata, {}, home=TEST_STATE / "airflow", port=config.test_airflow_port())
+    for name in ("AIRFLOW_CONN_PACBOOK_SOURCE", "AIRFLOW_CONN_PACBOOK_WAREHOUSE"):
+        env.pop(name, None)  # connections come from Airflow's store, switched per scenario
+    env["PACBOOK_RETRY_DELAY_SECONDS"] = "1"  # failures should fail fast here, with the same retry logic
+    env["PACBOOK_SMTP_PORT"] = str(mail_sink.port)
+    # Every run here takes longer than 20 s, so every run misses this deadline and must alert.
+    env["PACBOOK_RUN_DEADLINE_MINUTES"] = "0.33"
+    migrate_metadata(env)
+    with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
+        stack.wait_for_dag(config.DAG_ID)
+        yield stack
