@@ -1,9 +1,12 @@
 """
 ### PacBook warehouse — the nightly run
 
-`source_ready` (sensor) → `extract` (Luigi: 15 source tables → `staging`, streamed by COPY)
+`source_ready` (sensor) → `extract` (Luigi: 15 source tables → `staging`, streamed by COPY, then
+validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.rejected_rows`)
 → dbt via Cosmos: `staging` → `dwh` (snapshots, dimensions, facts) → `marts`
-→ `forecast` (6 months of revenue and quantity, with its backtest).
+→ `forecast` (6 months of revenue and quantity, with its backtest)
+→ `reconcile` (source = warehouse + quarantine, for the interval and all time; records the run in
+`audit.pipeline_run`).
 
 Each dbt task builds one model and runs its tests. Connections: `pacbook_source`,
 `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
@@ -65,6 +68,14 @@ PARAMS = {
         description="Run the source sensor and the extraction checks only; write nothing.",
     ),
 }
+
+
+def _interval(dag_run) -> tuple:
+    """The run's data interval; a manual run without one covers the day before it was triggered."""
+    end = dag_run.data_interval_end or dag_run.run_after
+    return (dag_run.data_interval_start or end - timedelta(days=1), end)
+
+
 SNAPSHOT_AT = "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}"
 
 
@@ -91,9 +102,11 @@ def pacbook_warehouse():
     @task.sensor(
         poke_interval=30, timeout=timedelta(hours=2), mode="reschedule", execution_timeout=timedelta(minutes=2)
     )
-    def source_ready() -> bool:
-        from include.pacbook.pipeline import wait_for_source
+    def source_ready(dag_run=None) -> bool:
+        from include.pacbook.pipeline import start_run, wait_for_source
 
+        start = (dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *_interval(dag_run))
+        start_run(*start)
         return wait_for_source()
 
     @task.branch(execution_timeout=timedelta(minutes=1))
@@ -101,10 +114,10 @@ def pacbook_warehouse():
         return "check_extraction" if params["dry_run"] else "extract"
 
     @task(execution_timeout=timedelta(minutes=10))
-    def check_extraction() -> dict[str, int]:
+    def check_extraction(dag_run=None) -> dict[str, int]:
         from include.pacbook.pipeline import check_extraction_only
 
-        return check_extraction_only()
+        return check_extraction_only(dag_run.dag_id, dag_run.run_id)
 
     @task(execution_timeout=timedelta(minutes=30))
     def extract(run_id=None, params=None) -> dict[str, int]:
@@ -129,11 +142,18 @@ def pacbook_warehouse():
 
         return forecast_sales((dag_run.data_interval_end or dag_run.run_after).date())
 
+    @task(execution_timeout=timedelta(minutes=10))
+    def reconcile(dag_run=None, params=None) -> dict[str, dict[str, int]]:
+        from include.pacbook.pipeline import reconcile_and_finish
+
+        partial = bool(params["dbt_select"].strip())
+        return reconcile_and_finish(dag_run.dag_id, dag_run.run_id, *_interval(dag_run), partial_rebuild=partial)
+
     route_extract = source_ready() >> extract_or_check()
     route_extract >> check_extraction()
     route_dbt = route_extract >> extract() >> whole_project_or_selection()
     marts = route_dbt >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")
-    [marts, route_dbt >> dbt_selected()] >> forecast()
+    [marts, route_dbt >> dbt_selected()] >> forecast() >> reconcile()
 
 
 pacbook_warehouse()

@@ -15,7 +15,7 @@ import luigi
 from luigi.execution_summary import LuigiStatusCode
 
 from include.luigi_tasks.streaming_copy import check_table_copyable, copy_table_to_staging
-from include.pacbook import config, warehouse
+from include.pacbook import config, validation, warehouse
 
 log = logging.getLogger("pacbook.extract")
 
@@ -56,19 +56,59 @@ class ExtractSource(luigi.WrapperTask):
         return [ExtractSourceTable(run_id=self.run_id, table=table) for table in self.tables]
 
 
+class StagingValidatedTarget(luigi.Target):
+    """Exists when the run's validation (quarantine and counts) has committed."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def exists(self) -> bool:
+        return validation.is_validated(config.warehouse_uri(), self.run_id)
+
+
+class ValidateStaging(luigi.Task):
+    """Moves the rows that break a rule (validation_rules.py) to quarantine once every table is copied."""
+
+    run_id = luigi.Parameter()
+    tables = luigi.ListParameter(default=config.SOURCE_TABLES)
+    as_of = luigi.Parameter(description="when the copy was taken (ISO 8601): later dates are in the future")
+
+    def requires(self):
+        return ExtractSource(run_id=self.run_id, tables=self.tables)
+
+    def output(self) -> StagingValidatedTarget:
+        return StagingValidatedTarget(self.run_id)
+
+    def run(self) -> None:
+        as_of = dt.datetime.fromisoformat(self.as_of)
+        validation.quarantine_bad_rows(config.warehouse_uri(), self.run_id, as_of, tuple(self.tables))
+
+
 class ExtractionFailedError(RuntimeError):
     """Luigi reported failures; the message names every failed table and why."""
 
 
 def extract_source(
-    run_id: str, tables: tuple[str, ...] = config.SOURCE_TABLES, workers: int = 4, full_refresh: bool = False
+    run_id: str,
+    tables: tuple[str, ...] = config.SOURCE_TABLES,
+    workers: int = 4,
+    full_refresh: bool = False,
+    as_of: dt.datetime | None = None,
 ) -> dict[str, int]:
-    """Runs the Luigi extraction for one pipeline run; returns rows loaded per table."""
+    """Runs the Luigi extraction and validation for one pipeline run; returns rows copied per table.
+
+    ``as_of`` is when the copy is taken (default: now): dates after it are in the future. It is not the
+    run's interval end, because every run copies the whole source: a backfill of an old day still
+    meets the orders placed since, and they are not bad rows.
+    """
+    as_of = as_of or dt.datetime.now(dt.UTC)
     with config.pinned_connections():
-        return _extract_source(run_id, tables, workers, full_refresh)
+        return _extract_source(run_id, tables, workers, full_refresh, as_of.replace(tzinfo=None))
 
 
-def _extract_source(run_id: str, tables: tuple[str, ...], workers: int, full_refresh: bool) -> dict[str, int]:
+def _extract_source(
+    run_id: str, tables: tuple[str, ...], workers: int, full_refresh: bool, as_of: dt.datetime
+) -> dict[str, int]:
     """``luigi.build`` returns True even when tasks failed, so success is read from the detailed
     summary's status, and a failure raises with the tables' names and reasons.
     """
@@ -76,18 +116,19 @@ def _extract_source(run_id: str, tables: tuple[str, ...], workers: int, full_ref
     warehouse.ensure_schemas(warehouse_uri)
     if full_refresh:
         warehouse.forget_loads(warehouse_uri, run_id)
+        validation.forget_validation(warehouse_uri, run_id)
     started = dt.datetime.now(dt.UTC)
     result = luigi.build(
-        [ExtractSource(run_id=run_id, tables=list(tables))],
+        [ValidateStaging(run_id=run_id, tables=list(tables), as_of=as_of.isoformat())],
         local_scheduler=True,
         detailed_summary=True,
         workers=min(workers, len(tables)),
         log_level="INFO",
     )
     log.info("luigi summary:\n%s", result.summary_text)
-    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY):
+    incomplete = [t for t in tables if not warehouse.load_is_recorded(warehouse_uri, run_id, t)]
+    if incomplete:
         reasons = warehouse.failures_for_run(warehouse_uri, run_id, started)
-        incomplete = [t for t in tables if not warehouse.load_is_recorded(warehouse_uri, run_id, t)]
         details = "; ".join(
             f"{t}: {reasons.get(t, 'failed before recording a reason (Luigi log above)')}" for t in incomplete
         )
@@ -95,6 +136,16 @@ def _extract_source(run_id: str, tables: tuple[str, ...], workers: int, full_ref
             f"extraction failed for {len(incomplete)} table(s) [{', '.join(incomplete)}] "
             f"(luigi status {result.status.name}): {details} — see RUNBOOK.md#extraction-failed"
         )
+    if result.status not in (LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY) or not (
+        validation.is_validated(warehouse_uri, run_id)
+    ):
+        raise ExtractionFailedError(
+            f"every table was copied but validating them failed (luigi status {result.status.name}); "
+            "the Luigi log above has the error — see RUNBOOK.md#extraction-failed"
+        )
+    validation.log_rejections(warehouse_uri, run_id)
+    # Checked on every attempt, so a retry of a run that rejected too much fails again.
+    validation.check_rejected_share(validation.validation_results(warehouse_uri, run_id))
     return loaded_rows(warehouse_uri, run_id)
 
 

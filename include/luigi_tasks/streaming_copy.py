@@ -9,11 +9,14 @@ running it twice leaves the same rows.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from psycopg import sql
 
 from include.pacbook.warehouse import connect
+
+log = logging.getLogger("pacbook.extract")
 
 WRITE_CHUNK_BYTES = 1 << 20
 
@@ -64,22 +67,33 @@ def _staging_columns(conn, table: str) -> list[Column]:
     return [Column(name, type_) for name, type_ in rows]
 
 
-def _ensure_staging_table(conn, table: str, columns: list[Column]) -> None:
+def _ensure_staging_table(conn, table: str, columns: list[Column]) -> tuple[list[Column], list[Column]]:
+    """Creates staging.<table> on first sight; returns the columns to copy and the source's new ones.
+
+    A column the source added is not copied (staging keeps its shape, the rows still load) but is
+    reported; a column staging has and the source lost or retyped stops the load, because every
+    model reading it would silently change meaning.
+    """
     existing = _staging_columns(conn, table)
     if not existing:
         column_defs = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(col.name), sql.SQL(col.type)) for col in columns
         )
         conn.execute(sql.SQL("create table staging.{} ({})").format(sql.Identifier(table), column_defs))
-        return
-    if existing != columns:
+        return columns, []
+    missing = [c for c in existing if c not in columns]
+    if missing:
         added = [c.name for c in columns if c not in existing]
-        missing = [c.name for c in existing if c not in columns]
         raise StagingSchemaDriftError(
             f"source table public.{table} no longer matches staging.{table}: "
-            f"new or changed columns {added or 'none'}, missing or changed columns {missing or 'none'}; "
+            f"missing or changed columns {[c.name for c in missing]}, new or changed columns {added or 'none'}; "
             "review the change, then drop staging." + table + " to accept it (RUNBOOK.md#schema-drift)"
         )
+    return existing, [c for c in columns if c not in existing]
+
+
+class EmptySourceTableError(RuntimeError):
+    pass
 
 
 def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int:
@@ -91,7 +105,7 @@ def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int
         if not columns:
             raise SourceTableMissingError(f"source table public.{table} does not exist")
         existing = _staging_columns(warehouse, table)
-        if existing and existing != columns:
+        if existing and any(c not in columns for c in existing):
             _ensure_staging_table(warehouse, table, columns)  # raises the drift error with the details
         return source.execute(sql.SQL("select count(*) from public.{}").format(sql.Identifier(table))).fetchone()[0]
 
@@ -104,13 +118,29 @@ def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_i
         columns = source_columns(source, table)
         if not columns:
             raise SourceTableMissingError(f"source table public.{table} does not exist")
-        column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
-        read = sql.SQL("copy (select {} from public.{}) to stdout (format binary)").format(
-            column_list, sql.Identifier(table)
-        )
-        write = sql.SQL("copy staging.{} ({}) from stdin (format binary)").format(sql.Identifier(table), column_list)
         with warehouse.transaction():
-            _ensure_staging_table(warehouse, table, columns)
+            columns, added = _ensure_staging_table(warehouse, table, columns)
+            for column in added:
+                log.warning(
+                    "source table public.%s has a new column %s (%s) that staging.%s does not take: "
+                    "the rows load without it (RUNBOOK.md#schema-drift)",
+                    table,
+                    column.name,
+                    column.type,
+                    table,
+                )
+                warehouse.execute(
+                    "insert into audit.source_schema_change (run_id, table_name, change, column_name, column_type) "
+                    "values (%s, %s, 'column added, not copied', %s, %s) on conflict do nothing",
+                    (run_id, table, column.name, column.type),
+                )
+            column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
+            read = sql.SQL("copy (select {} from public.{}) to stdout (format binary)").format(
+                column_list, sql.Identifier(table)
+            )
+            write = sql.SQL("copy staging.{} ({}) from stdin (format binary)").format(
+                sql.Identifier(table), column_list
+            )
             # Truncate inside the transaction: readers wait for the commit and then see the whole new
             # load (never half of it), and unlike `delete` it leaves no dead rows behind.
             warehouse.execute(sql.SQL("truncate staging.{}").format(sql.Identifier(table)))
@@ -127,6 +157,12 @@ def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_i
                     if buffer:
                         rows_in.write(buffer)
                 rows = sink.rowcount
+            if rows == 0:
+                # Rolled back with the truncate: staging keeps the last good copy instead of nothing.
+                raise EmptySourceTableError(
+                    f"source table public.{table} is empty: a shop never loses all of its {table} rows, so the "
+                    f"previous copy in staging.{table} is kept (RUNBOOK.md#extraction-failed)"
+                )
             warehouse.execute(
                 """
                 insert into audit.extract_load (run_id, table_name, rows_loaded, started_at)

@@ -295,3 +295,8 @@ def chromium_executable() -> str:
 
 def chromedriver_executable() -> str:
     return _env("PACBOOK_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def max_rejected_share() -> float:
+    """A run fails when more than this share of any source table's rows breaks a validation rule."""
+    return float(_env("PACBOOK_MAX_REJECTED_SHARE", "0.05"))

@@ -9,6 +9,12 @@ from include.pacbook import config
 log = logging.getLogger("pacbook.pipeline")
 
 
+def start_run(dag_id: str, run_id: str, run_type: str | None, interval_start, interval_end) -> None:
+    from include.pacbook.pipeline_audit import run_started
+
+    run_started(config.warehouse_uri(), dag_id, run_id, run_type, interval_start, interval_end)
+
+
 def wait_for_source() -> bool:
     from include.pacbook.source_checks import check_source_ready
 
@@ -18,6 +24,7 @@ def wait_for_source() -> bool:
 
 
 def extract_source_to_staging(run_id: str, full_refresh: bool = False) -> dict[str, int]:
+    """Copies the whole source and validates it; "future" dates are those after the copy."""
     from include.luigi_tasks.extract_source import extract_source
 
     rows = extract_source(run_id, full_refresh=full_refresh)
@@ -37,10 +44,28 @@ def forecast_sales(run_date) -> dict[str, float | None]:
     }
 
 
-def check_extraction_only() -> dict[str, int]:
+def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
     from include.luigi_tasks.extract_source import check_extraction
+    from include.pacbook.pipeline_audit import run_succeeded
 
-    return check_extraction()
+    counts = check_extraction()
+    run_succeeded(config.warehouse_uri(), dag_id, run_id)
+    return counts
+
+
+def reconcile_and_finish(
+    dag_id: str, run_id: str, interval_start, interval_end, partial_rebuild: bool = False
+) -> dict[str, dict[str, int]]:
+    """Source vs warehouse for the interval and all time (fails on a difference), then the run is done."""
+    from include.pacbook.pipeline_audit import run_succeeded
+    from include.pacbook.reconciliation import reconcile
+
+    if partial_rebuild:
+        # A dbt_select run rebuilds only part of the model on purpose: the rest may lag the new copy.
+        log.warning("reconcile: not compared, this run rebuilt only a dbt selection (dbt_select)")
+    else:
+        reconcile(config.source_uri(), config.warehouse_uri(), run_id, interval_start, interval_end)
+    return run_succeeded(config.warehouse_uri(), dag_id, run_id)
 
 
 def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str) -> None:

@@ -17,6 +17,7 @@ PERMANENT_MARKERS = (
     "tests for model",  # Cosmos reporting failed tests of a model
     "compilation error",  # dbt SQL or YAML that cannot compile
     "rejected rows over the threshold",
+    "is empty: a shop never loses",  # an emptied source table; the previous copy is kept
     "parsing error",
 )
 # Words that mark a transient failure even inside a message that also names a permanent one.

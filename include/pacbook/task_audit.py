@@ -181,6 +181,10 @@ def record_from_task_instance(task_instance: Any, default_state: str, error: Bas
     try:
         if not config.task_audit_enabled():
             return
-        record_task_outcome(outcome_from_task_instance(task_instance, default_state, error))
+        outcome = outcome_from_task_instance(task_instance, default_state, error)
+        if record_task_outcome(outcome) and outcome.state == "failed":
+            from include.pacbook.pipeline_audit import run_failed
+
+            run_failed(config.warehouse_uri(), outcome.dag_id, outcome.run_id, outcome.task_id, outcome.error)
     except Exception:  # noqa: BLE001 - auditing must never fail the task it audits
         log.exception("PacBook task audit: could not record the outcome of %r", task_instance)

@@ -81,7 +81,9 @@ def test_a_missing_source_table_fails_naming_it_and_the_rest_still_load(postgres
     assert query_one(warehouse, "select count(*) from audit.extract_failure where table_name = 'cust_order'")[0] == 1
 
 
-def test_schema_drift_fails_and_leaves_the_previous_load_untouched(postgres, generated_source, monkeypatch):
+def test_an_added_column_loads_without_it_and_a_lost_column_keeps_the_previous_load(
+    postgres, generated_source, monkeypatch
+):
     source = postgres.fresh_database("source_drift")
     with psycopg.connect(source) as conn:
         conn.execute("create table public.publisher (publisher_id integer primary key, publisher_name text)")
@@ -96,6 +98,16 @@ def test_schema_drift_fails_and_leaves_the_previous_load_untouched(postgres, gen
         conn.execute("alter table public.publisher add column country text")
         conn.execute("insert into public.publisher values (3, 'Penguin', 'UK')")
         conn.commit()
-    with pytest.raises(ExtractionFailedError, match=r"publisher.*no longer matches staging.publisher.*country"):
-        extract_source("night_2", tables=("publisher",))
-    assert query_one(warehouse, "select count(*) from staging.publisher")[0] == 2
+    extract_source("night_2", tables=("publisher",))
+    assert query_one(warehouse, "select count(*) from staging.publisher")[0] == 3
+    assert query_all(warehouse, "select table_name, column_name, column_type from audit.source_schema_change") == [
+        ("publisher", "country", "text")
+    ]
+
+    with psycopg.connect(source) as conn:
+        conn.execute("alter table public.publisher drop column publisher_name")
+        conn.execute("insert into public.publisher values (4, 'UK')")
+        conn.commit()
+    with pytest.raises(ExtractionFailedError, match=r"publisher.*no longer matches staging.publisher.*publisher_name"):
+        extract_source("night_3", tables=("publisher",))
+    assert query_one(warehouse, "select count(*) from staging.publisher")[0] == 3
