@@ -3,6 +3,7 @@
 
 `source_ready` (sensor) → `extract` (Luigi: 15 source tables → `staging`, streamed by COPY, then
 validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.rejected_rows`)
+→ `landing_files` (sensor, soft) → `ingest_landing_files` (Luigi: publishers' price lists → Parquet → `staging`)
 → dbt via Cosmos: `staging` → `dwh` (snapshots, dimensions, facts) → `marts`
 → `forecast` (6 months of revenue and quantity, with its backtest)
 → `reconcile` (source = warehouse + quarantine, for the interval and all time; records the run in
@@ -125,6 +126,29 @@ def pacbook_warehouse():
 
         return extract_source_to_staging(run_id, full_refresh=params["full_refresh"])
 
+    @task.sensor(
+        poke_interval=60,
+        timeout=config.landing_wait_seconds(),
+        mode="reschedule",
+        soft_fail=True,  # no new price list tonight is normal: skipped, not failed
+        execution_timeout=timedelta(minutes=2),
+    )
+    def landing_files() -> bool:
+        from include.pacbook.pipeline import landing_files_waiting
+
+        return landing_files_waiting()
+
+    @task(execution_timeout=timedelta(minutes=20), trigger_rule="none_failed")
+    def ingest_landing_files(run_id=None, params=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.pacbook.pipeline import ingest_landing_files
+
+        if params["dry_run"]:
+            raise AirflowSkipException("dry run: landing files are not ingested")
+        # Also after a skipped sensor: a file that arrived since, or a crashed load, is picked up.
+        return ingest_landing_files(run_id)
+
     @task.branch(execution_timeout=timedelta(minutes=1))
     def whole_project_or_selection(params=None) -> str:
         return "dbt_selected" if params["dbt_select"].strip() else "staging"
@@ -151,7 +175,7 @@ def pacbook_warehouse():
 
     route_extract = source_ready() >> extract_or_check()
     route_extract >> check_extraction()
-    route_dbt = route_extract >> extract() >> whole_project_or_selection()
+    route_dbt = route_extract >> extract() >> landing_files() >> ingest_landing_files() >> whole_project_or_selection()
     marts = route_dbt >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")
     [marts, route_dbt >> dbt_selected()] >> forecast() >> reconcile()
 

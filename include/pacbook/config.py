@@ -300,3 +300,8 @@ def chromedriver_executable() -> str:
 def max_rejected_share() -> float:
     """A run fails when more than this share of any source table's rows breaks a validation rule."""
     return float(_env("PACBOOK_MAX_REJECTED_SHARE", "0.05"))
+
+
+def landing_wait_seconds() -> int:
+    """How long each run waits for new publisher files before going on without them (a quiet night is normal)."""
+    return int(_env("PACBOOK_LANDING_WAIT_SECONDS", "300"))

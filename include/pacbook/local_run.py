@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -79,6 +80,20 @@ def ensure_source(servers: Servers) -> None:
         print(f"source generated: {sum(rows.values()):,} rows in {len(rows)} tables", flush=True)
 
 
+def ensure_publisher_files(servers: Servers) -> None:
+    """A first local run gets today's price lists from the biggest publishers, and a few broken files,
+    so the landing zone has something to ingest, quarantine and reject."""
+    from include.pacbook.landing_zone import landing_files
+    from include.pacbook.publisher_files import read_catalogue, write_publisher_files
+
+    if not servers.source_is_embedded or landing_files(config.landing_dir()):
+        return
+    files = write_publisher_files(
+        config.landing_dir(), read_catalogue(servers.source_uri), dt.date.today(), malformed=True
+    )
+    print(f"publisher price lists written to {config.landing_dir()}: {len(files)} files", flush=True)
+
+
 def warehouse_summary(warehouse_uri: str) -> list[tuple[str, int]]:
     with psycopg.connect(warehouse_uri) as conn:
         tables = conn.execute(
@@ -144,6 +159,7 @@ def run() -> int:
     servers = resolve_servers()
     try:
         ensure_source(servers)
+        ensure_publisher_files(servers)
         env = airflow_env(servers.metadata_uri, servers.connection_env())
         print("preparing Airflow's metadata database ...", flush=True)
         migrate_metadata(env)

@@ -32,6 +32,20 @@ def extract_source_to_staging(run_id: str, full_refresh: bool = False) -> dict[s
     return rows
 
 
+def landing_files_waiting() -> bool:
+    from include.pacbook.landing_zone import pending_landing_files
+
+    pending = pending_landing_files(config.warehouse_uri())
+    log.info("landing_files: %d pending: %s", len(pending), ", ".join(p.name for p in pending) or "none")
+    return bool(pending)
+
+
+def ingest_landing_files(run_id: str) -> dict:
+    from include.luigi_tasks.landing_zone import ingest_landing_zone
+
+    return ingest_landing_zone(config.warehouse_uri(), run_id)
+
+
 def forecast_sales(run_date) -> dict[str, float | None]:
     """Writes the 6-month forecast and its backtest; returns the backtest MAPE per measure and method."""
     from include.pacbook.forecast import write_sales_forecast

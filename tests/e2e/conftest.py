@@ -28,6 +28,9 @@ def airflow(postgres, mail_sink):
         env.pop(name, None)  # connections come from Airflow's store, switched per scenario
     env["PACBOOK_RETRY_DELAY_SECONDS"] = "1"  # failures should fail fast here, with the same retry logic
     env["PACBOOK_SMTP_PORT"] = str(mail_sink.port)
+    # No publisher files unless a test drops some; a quiet night then skips the landing sensor at once.
+    env["PACBOOK_LANDING_DIR"] = str(TEST_STATE / "landing")
+    env["PACBOOK_LANDING_WAIT_SECONDS"] = "0"
     # Every run here takes longer than 20 s, so every run misses this deadline and must alert.
     env["PACBOOK_RUN_DEADLINE_MINUTES"] = "0.33"
     migrate_metadata(env)

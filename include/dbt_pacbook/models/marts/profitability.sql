@@ -36,6 +36,12 @@ cost_rates as (
 
 ),
 
+book_costs as (
+
+    select * from {{ ref('int_book_costs_dated') }}
+
+),
+
 -- only realised sales: lines of orders that count as net revenue (latest status not
 -- Cancelled / Returned); a cancelled order is assumed to carry neither cost nor shipping
 net_lines as (
@@ -45,8 +51,9 @@ net_lines as (
 
 ),
 
--- cost of goods = price x the cost rate valid at the order date: the publisher's own rate
--- when the seed has one, else the default rate (blank publisher_id)
+-- cost of goods of a line (one copy) = the publisher's unit cost from a price list valid at the
+-- order date, rounded to the cent; without one, the assumption: price x the cost rate valid at
+-- the order date (the publisher's own rate when the seed has one, else the default rate)
 line_costs as (
 
     select
@@ -62,7 +69,11 @@ line_costs as (
         geographies.country_group_id,
         geographies.country_name,
         net_lines.sales_amount as revenue,
-        round(net_lines.sales_amount * applied_rate.cost_rate, 2) as estimated_cost_of_goods,
+        coalesce(
+            round(book_costs.unit_cost, 2),
+            round(net_lines.sales_amount * applied_rate.cost_rate, 2)
+        ) as estimated_cost_of_goods,
+        coalesce(book_costs.unit_cost is not null, false) as is_cost_from_publisher_file,
         net_lines.shipping_cost_allocated as shipping_cost
 
     from net_lines
@@ -74,6 +85,11 @@ line_costs as (
         on net_lines.geography_key = geographies.geography_key
     left join segments
         on net_lines.customer_id = segments.customer_id
+    left join book_costs
+        on
+            books.isbn13 = book_costs.isbn13
+            and net_lines.order_date >= book_costs.valid_from
+            and net_lines.order_date < book_costs.valid_to
     left join lateral (
         select cost_rates.cost_rate
         from cost_rates
@@ -94,6 +110,7 @@ members as (
         title as member,
         revenue,
         estimated_cost_of_goods,
+        is_cost_from_publisher_file,
         shipping_cost,
         order_id
     from line_costs
@@ -106,6 +123,7 @@ members as (
         publisher_name as member,
         revenue,
         estimated_cost_of_goods,
+        is_cost_from_publisher_file,
         shipping_cost,
         order_id
     from line_costs
@@ -118,6 +136,7 @@ members as (
         rfm_segment as member,
         revenue,
         estimated_cost_of_goods,
+        is_cost_from_publisher_file,
         shipping_cost,
         order_id
     from line_costs
@@ -130,6 +149,7 @@ members as (
         method_name as member,
         revenue,
         estimated_cost_of_goods,
+        is_cost_from_publisher_file,
         shipping_cost,
         order_id
     from line_costs
@@ -142,6 +162,7 @@ members as (
         country_name as member,
         revenue,
         estimated_cost_of_goods,
+        is_cost_from_publisher_file,
         shipping_cost,
         order_id
     from line_costs
@@ -158,6 +179,7 @@ totals as (
         count(*) as books_sold,
         sum(revenue) as revenue,
         sum(estimated_cost_of_goods) as estimated_cost_of_goods,
+        count(*) filter (where is_cost_from_publisher_file) as books_sold_with_file_cost,
         sum(shipping_cost) as shipping_cost
 
     from members
@@ -175,6 +197,12 @@ final as (
         books_sold,
         revenue,
         estimated_cost_of_goods,
+        books_sold_with_file_cost,
+        case
+            when books_sold_with_file_cost = books_sold then 'publisher_file'
+            when books_sold_with_file_cost = 0 then 'assumption'
+            else 'mixed'
+        end as cost_source,
         shipping_cost,
         revenue - estimated_cost_of_goods as gross_margin,
         revenue - estimated_cost_of_goods - shipping_cost as margin,
