@@ -71,6 +71,9 @@ PARAMS = {
 }
 
 
+SOURCE_POKE_SECONDS = 30
+
+
 def _interval(dag_run) -> tuple:
     """The run's data interval; a manual run without one covers the day before it was triggered."""
     end = dag_run.data_interval_end or dag_run.run_after
@@ -101,14 +104,18 @@ SNAPSHOT_AT = "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-
 )
 def pacbook_warehouse():
     @task.sensor(
-        poke_interval=30, timeout=timedelta(hours=2), mode="reschedule", execution_timeout=timedelta(minutes=2)
+        poke_interval=SOURCE_POKE_SECONDS,
+        timeout=config.source_wait_seconds(),
+        mode="reschedule",
+        execution_timeout=timedelta(minutes=2),
     )
-    def source_ready(dag_run=None) -> bool:
+    def source_ready(dag_run=None, ti=None) -> bool:
+        from airflow.sdk import get_current_context
+
         from include.pacbook.pipeline import start_run, wait_for_source
 
-        start = (dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *_interval(dag_run))
-        start_run(*start)
-        return wait_for_source()
+        start_run(dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *_interval(dag_run))
+        return wait_for_source(ti.get_first_reschedule_date(get_current_context()), SOURCE_POKE_SECONDS)
 
     @task.branch(execution_timeout=timedelta(minutes=1))
     def extract_or_check(params=None) -> str:

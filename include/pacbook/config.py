@@ -305,3 +305,8 @@ def max_rejected_share() -> float:
 def landing_wait_seconds() -> int:
     """How long each run waits for new publisher files before going on without them (a quiet night is normal)."""
     return int(_env("PACBOOK_LANDING_WAIT_SECONDS", "300"))
+
+
+def source_wait_seconds() -> int:
+    """How long the first sensor waits for the source to answer and hold orders before the run fails."""
+    return int(_env("PACBOOK_SOURCE_WAIT_SECONDS", "7200"))

@@ -15,12 +15,29 @@ def start_run(dag_id: str, run_id: str, run_type: str | None, interval_start, in
     run_started(config.warehouse_uri(), dag_id, run_id, run_type, interval_start, interval_end)
 
 
-def wait_for_source() -> bool:
+class SourceNotReadyError(RuntimeError):
+    """The source stayed unready for the whole wait; the message says what was wrong at the last look."""
+
+
+def wait_for_source(first_poke_at, poke_seconds: int) -> bool:
+    """One poke of the source sensor. Gives up one poke before Airflow's own timeout would, so the
+    failure says *why* the source is not ready instead of only that time ran out."""
+    import datetime as dt
+
     from include.pacbook.source_checks import check_source_ready
 
     readiness = check_source_ready(config.source_uri())
     log.info("source_ready: %s", readiness.reason)
-    return readiness.ready
+    if readiness.ready:
+        return True
+    waited = (dt.datetime.now(dt.UTC) - first_poke_at).total_seconds() if first_poke_at else 0.0
+    limit = config.source_wait_seconds()
+    if waited + poke_seconds > limit:
+        raise SourceNotReadyError(
+            f"source not ready after waiting {waited:.0f} s of {limit} s: {readiness.reason} "
+            "(RUNBOOK.md#source-not-ready)"
+        )
+    return False
 
 
 def extract_source_to_staging(run_id: str, full_refresh: bool = False) -> dict[str, int]:

@@ -20,6 +20,9 @@ PERMANENT_MARKERS = (
     "is empty: a shop never loses",  # an emptied source table; the previous copy is kept
     "parsing error",
 )
+# Words that settle it even when the message quotes a transient error: the source sensor spent its
+# whole wait on "connection refused", and a retry would only wait as long again.
+FINAL_MARKERS = ("source not ready after waiting",)
 # Words that mark a transient failure even inside a message that also names a permanent one.
 TRANSIENT_MARKERS = (
     "could not connect",
@@ -37,6 +40,8 @@ TRANSIENT_MARKERS = (
 
 def is_permanent(error_text: str) -> bool:
     text = error_text.lower()
+    if any(marker in text for marker in FINAL_MARKERS):
+        return True
     if any(marker in text for marker in TRANSIENT_MARKERS):
         return False
     return any(marker in text for marker in PERMANENT_MARKERS)

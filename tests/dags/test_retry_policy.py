@@ -24,6 +24,12 @@ POLICY = RetryOnlyTransientFailures()
         ),
         RuntimeError("dbt invocation completed with errors: Failure in test unique_dim_book_book_key"),
         RuntimeError("Tests for model 'model.pacbook.fct_sales' finished with status 'fail'"),
+        RuntimeError(
+            "source not ready after waiting 40 s of 45 s: source database does not answer: "
+            "connection failed: connection to server at 127.0.0.1, port 9 failed: Connection refused"
+        ),
+        RuntimeError("source table public.order_history is empty: a shop never loses all of its order_history rows"),
+        RuntimeError("rejected rows over the threshold of 5.0% per table: customer: 9 of 100 (9.0%)"),
     ],
 )
 def test_errors_a_retry_cannot_fix_fail_at_once(error):

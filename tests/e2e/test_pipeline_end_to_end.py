@@ -204,6 +204,28 @@ def test_a_missing_source_table_fails_the_extract_task_and_its_log_names_the_tab
         assert field in body, body
 
 
+def test_an_unreachable_source_times_the_sensor_out_with_a_clear_message(airflow, postgres):
+    warehouse = postgres.fresh_database("warehouse_unreachable_source")
+    # Port 9 (discard) refuses connections: the database "does not answer".
+    run = run_pipeline(airflow, "postgresql://pacbook:x@127.0.0.1:9/pacbook_source", warehouse)
+    assert run["state"] == "failed"
+    states = {ti["task_id"]: ti for ti in airflow.task_instances(config.DAG_ID, run["dag_run_id"])}
+    assert states["source_ready"]["state"] == "failed"
+    assert states["source_ready"]["try_number"] == 1  # the whole wait is spent: not retried
+    log = airflow.task_log(config.DAG_ID, run["dag_run_id"], "source_ready", 1).strip().splitlines()
+    # the on-call engineer's first read: the last line says what is wrong and where to look
+    assert "source not ready after waiting" in log[-1] and "does not answer" in log[-1], log[-5:]
+    assert "RUNBOOK.md#source-not-ready" in log[-1]
+    alerts = wait_for_mail(lambda m: "source_ready failed" in m["Subject"] and run["dag_run_id"] in m.get_content())
+    assert alerts and "Runbook: RUNBOOK.md#source-not-ready" in alerts[0].get_content()
+    run_row = query_one(
+        warehouse,
+        "select status, failed_task, finished_at is not null from audit.pipeline_run where run_id = %s",
+        (run["dag_run_id"],),
+    )
+    assert run_row == ("failed", "source_ready", True)
+
+
 def test_dry_run_checks_the_source_and_writes_nothing(airflow, postgres, generated_source):
     warehouse = postgres.fresh_database("warehouse_dry_run")
     run = run_pipeline(airflow, generated_source, warehouse, {"dry_run": True})
