@@ -6,8 +6,9 @@ validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.re
 → `landing_files` (sensor, soft) → `ingest_landing_files` (Luigi: publishers' price lists → Parquet → `staging`)
 → dbt via Cosmos: `staging` → `dwh` (snapshots, dimensions, facts) → `marts`
 → `forecast` (6 months of revenue and quantity, with its backtest)
-→ `reconcile` (source = warehouse + quarantine, for the interval and all time; records the run in
-`audit.pipeline_run`).
+→ `reconcile` (source = warehouse + quarantine, for the interval and all time)
+→ `export_marts` (Parquet + DuckDB), `write_reports` (daily, and month-end on the last day),
+`publish_dbt_docs` → `finish_run` (the run's row in `audit.pipeline_run`).
 
 Each dbt task builds one model and runs its tests. Connections: `pacbook_source`,
 `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
@@ -174,17 +175,43 @@ def pacbook_warehouse():
         return forecast_sales((dag_run.data_interval_end or dag_run.run_after).date())
 
     @task(execution_timeout=timedelta(minutes=10))
-    def reconcile(dag_run=None, params=None) -> dict[str, dict[str, int]]:
-        from include.pacbook.pipeline import reconcile_and_finish
+    def reconcile(run_id=None, dag_run=None, params=None) -> dict:
+        from include.pacbook.pipeline import reconcile_with_source
 
         partial = bool(params["dbt_select"].strip())
-        return reconcile_and_finish(dag_run.dag_id, dag_run.run_id, *_interval(dag_run), partial_rebuild=partial)
+        return reconcile_with_source(run_id, *_interval(dag_run), partial_rebuild=partial)
+
+    @task(execution_timeout=timedelta(minutes=15))
+    def export_marts(run_id=None, dag_run=None) -> dict[str, int]:
+        from include.pacbook.pipeline import export_marts
+
+        return export_marts(run_id, _interval(dag_run)[0].date())
+
+    @task(execution_timeout=timedelta(minutes=15))
+    def write_reports(run_id=None, dag_run=None) -> dict[str, str]:
+        from include.pacbook.pipeline import write_reports
+
+        return write_reports(run_id, _interval(dag_run)[0].date())
+
+    @task(execution_timeout=timedelta(minutes=15))
+    def publish_dbt_docs() -> str:
+        from include.pacbook.pipeline import publish_dbt_docs
+
+        return publish_dbt_docs()
+
+    @task(execution_timeout=timedelta(minutes=5))
+    def finish_run(dag_run=None) -> dict[str, dict[str, int]]:
+        from include.pacbook.pipeline import finish_run
+
+        return finish_run(dag_run.dag_id, dag_run.run_id)
 
     route_extract = source_ready() >> extract_or_check()
     route_extract >> check_extraction()
     route_dbt = route_extract >> extract() >> landing_files() >> ingest_landing_files() >> whole_project_or_selection()
     marts = route_dbt >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")
-    [marts, route_dbt >> dbt_selected()] >> forecast() >> reconcile()
+    # Nothing is published before the numbers reconcile.
+    published = [export_marts(), write_reports(), publish_dbt_docs()]
+    [marts, route_dbt >> dbt_selected()] >> forecast() >> reconcile() >> published >> finish_run()
 
 
 pacbook_warehouse()

@@ -75,6 +75,34 @@ def forecast_sales(run_date) -> dict[str, float | None]:
     }
 
 
+def export_marts(run_id: str, run_date) -> dict[str, int]:
+    """The analysts' copy of every mart: Parquet files and one DuckDB file, swapped in atomically."""
+    from include.pacbook.exports import export_marts as export
+
+    return export(config.warehouse_uri(), config.exports_dir(), run_id=run_id, run_date=run_date)
+
+
+def write_reports(run_id: str, report_date) -> dict[str, str]:
+    """The daily report of the run's day, and the month-end report when that day ends a month."""
+    from include.pacbook.reports import write_reports as write
+
+    written = write(config.warehouse_uri(), report_date, config.reports_dir(), run_id=run_id)
+    return {name: str(path) for name, path in written.items()}
+
+
+def publish_dbt_docs() -> str:
+    """dbt's static documentation site, next to the reports (openable without a server)."""
+    from include.pacbook.reports import publish_dbt_docs as publish
+
+    return str(publish(config.warehouse_uri(), config.reports_dir()))
+
+
+def finish_run(dag_id: str, run_id: str) -> dict[str, dict[str, int]]:
+    from include.pacbook.pipeline_audit import run_succeeded
+
+    return run_succeeded(config.warehouse_uri(), dag_id, run_id)
+
+
 def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
     from include.luigi_tasks.extract_source import check_extraction
     from include.pacbook.pipeline_audit import run_succeeded
@@ -84,19 +112,16 @@ def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
     return counts
 
 
-def reconcile_and_finish(
-    dag_id: str, run_id: str, interval_start, interval_end, partial_rebuild: bool = False
-) -> dict[str, dict[str, int]]:
-    """Source vs warehouse for the interval and all time (fails on a difference), then the run is done."""
-    from include.pacbook.pipeline_audit import run_succeeded
+def reconcile_with_source(run_id: str, interval_start, interval_end, partial_rebuild: bool = False) -> dict:
+    """Source vs warehouse + quarantine for the interval and all time; fails on any difference."""
     from include.pacbook.reconciliation import reconcile
 
     if partial_rebuild:
         # A dbt_select run rebuilds only part of the model on purpose: the rest may lag the new copy.
         log.warning("reconcile: not compared, this run rebuilt only a dbt selection (dbt_select)")
-    else:
-        reconcile(config.source_uri(), config.warehouse_uri(), run_id, interval_start, interval_end)
-    return run_succeeded(config.warehouse_uri(), dag_id, run_id)
+        return {}
+    comparisons = reconcile(config.source_uri(), config.warehouse_uri(), run_id, interval_start, interval_end)
+    return {f"{c.measure} [{c.window}]": str(c.source) for c in comparisons}
 
 
 def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str) -> None:

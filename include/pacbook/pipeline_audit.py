@@ -1,6 +1,6 @@
 """``audit.pipeline_run``: one row per DAG run, from its first task to its last.
 
-The first task marks the run started; the last one (``reconcile``, or ``check_extraction`` in a dry
+The first task marks the run started; the last one (``finish_run``, or ``check_extraction`` in a dry
 run) marks it done with the rows read, written and rejected per source table; the task audit
 listener marks it failed when any task fails for good. A clear-and-rerun starts the row again.
 """

@@ -31,6 +31,8 @@ def airflow(postgres, mail_sink):
     # No publisher files unless a test drops some; a quiet night then skips the landing sensor at once.
     env["PACBOOK_LANDING_DIR"] = str(TEST_STATE / "landing")
     env["PACBOOK_LANDING_WAIT_SECONDS"] = "0"
+    env["PACBOOK_EXPORTS_DIR"] = str(TEST_STATE / "exports")
+    env["PACBOOK_REPORTS_DIR"] = str(TEST_STATE / "reports")
     # An unreachable source gives up after two pokes here instead of two hours.
     env["PACBOOK_SOURCE_WAIT_SECONDS"] = "45"
     # Every run here takes longer than 20 s, so every run misses this deadline and must alert.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 
+import duckdb
 import psycopg
 import pytest
 
 from include.pacbook import config
 from include.pacbook.airflow_stack import AirflowStack
 from include.pacbook.smtp_sink import read_messages
-from tests.conftest import query_all, query_one
+from tests.conftest import TEST_STATE, query_all, query_one
 from tests.e2e.conftest import MAILBOX
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +137,23 @@ def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, 
         )[0]
         >= 30
     )
+    # The run's own record: finished, successful, every source row read and none rejected.
+    run_row = query_one(
+        warehouse,
+        "select status, finished_at is not null, rows_read, rows_written, rows_rejected, rows_by_table->'order_line' "
+        "from audit.pipeline_run where run_id = %s",
+        (first["dag_run_id"],),
+    )
+    source_rows = query_one(generated_source, "select count(*) from order_line")[0]
+    assert run_row[:2] == ("success", True) and run_row[4] == 0 and run_row[2] == run_row[3] > 0
+    assert run_row[5] == {"read": source_rows, "written": source_rows, "rejected": 0}
+    # Published after the reconciliation: the analysts' copy equals the mart, and the day's report exists.
+    with duckdb.connect(str(TEST_STATE / "exports" / "pacbook_marts.duckdb"), read_only=True) as copy:
+        exported = copy.execute("select count(*), sum(gross_revenue) from monthly_sales").fetchone()
+    assert exported == query_one(warehouse, "select count(*), sum(gross_revenue) from marts.monthly_sales")
+    report_day = first["data_interval_start"][:10]
+    assert (TEST_STATE / "reports" / report_day / "daily.html").stat().st_size > 0
+    assert (TEST_STATE / "reports" / "dbt_docs" / "index.html").stat().st_size > 0
     before = warehouse_fingerprint(warehouse)
     sums_before = query_one(warehouse, "select sum(gross_revenue), sum(net_revenue) from marts.monthly_sales")
 
