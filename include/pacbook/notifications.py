@@ -72,7 +72,15 @@ def runbook_section_for(task_id: str | None, error_text: str | None) -> str:
     if task == "source_ready" or "sensortimeout" in error or "sensor timeout" in error:
         return "source-not-ready"
     if task == "extract":
-        return "schema-drift" if "no longer matches" in error else "extraction-failed"
+        if "no longer matches" in error:
+            return "schema-drift"
+        return "rejected-rows" if "rejected rows over the threshold" in error else "extraction-failed"
+    if task in ("landing_files", "ingest_landing_files"):
+        return "landing-zone"
+    if task == "reconcile":
+        return "reconciliation-failed"
+    if task in ("export_marts", "write_reports", "publish_dbt_docs"):
+        return "publish-failed"
     if "." in task:  # a Cosmos dbt task: <layer>.<model>_model_build
         return "dbt-test-failed" if any(marker in error for marker in _DBT_TEST_MARKERS) else "dbt-model-failed"
     if task == "forecast":
