@@ -141,6 +141,11 @@ def print_summary(servers: Servers, run: dict, task_instances: list[dict], secon
                 print(f"   {name:<{width}} {rows:>10,}")
     staged = sum(rows for name, rows in counts if name.startswith("staging."))
     print(f"-- staging: {sum(1 for n, _ in counts if n.startswith('staging.'))} tables, {staged:,} rows")
+    print(f"exports (Parquet + DuckDB): {config.exports_dir()}")
+    day = str(run.get("data_interval_start") or "")[:10]
+    report = config.reports_dir() / day / "daily.html"
+    print(f"today's report: {report if report.exists() else 'not written'}")
+    print(f"dbt docs: {config.reports_dir() / 'dbt_docs' / 'index.html'}")
     print(f"Airflow logs: {config.airflow_home() / 'logs'}")
 
 
