@@ -151,10 +151,25 @@ def _rules() -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+# Event times a fact is dated by: present, not in the future, not before the shop existed.
+EVENT_TIMES = {"cust_order": "order_date", "order_history": "status_date"}
+
+
+def _event_time_rules(table: str, column: str) -> list[Rule]:
+    return [
+        Rule(table, f"{column}_present", f"{column} is NULL", f"t.{column} is null"),
+        Rule(
+            table,
+            f"{column}_plausible",
+            f"{column} is in the future or before the shop opened ({SHOP_OPENED})",
+            f"t.{column} > {{as_of}}::timestamp + interval '1 day' or t.{column} < timestamp '{SHOP_OPENED}'",
+        ),
+    ]
+
+
 def _business_rules(table: str) -> list[Rule]:
-    not_in_future_or_ancient = (
-        "t.{c} > {as_of}::timestamp + interval '1 day' or t.{c} < timestamp '" + SHOP_OPENED + "'"
-    )
+    if table in EVENT_TIMES:
+        return _event_time_rules(table, EVENT_TIMES[table])
     if table == "order_line":
         return [
             Rule(table, "price_present", "price is NULL", "t.price is null"),
@@ -176,26 +191,6 @@ def _business_rules(table: str) -> list[Rule]:
         ]
     if table == "customer":
         return [Rule(table, "email_shape", "email is not shaped like an address", f"t.email !~ '{EMAIL_SHAPE}'")]
-    if table == "cust_order":
-        return [
-            Rule(table, "order_date_present", "order_date is NULL", "t.order_date is null"),
-            Rule(
-                table,
-                "order_date_plausible",
-                f"order_date is in the future or before the shop opened ({SHOP_OPENED})",
-                not_in_future_or_ancient.replace("{c}", "order_date"),
-            ),
-        ]
-    if table == "order_history":
-        return [
-            Rule(table, "status_date_present", "status_date is NULL", "t.status_date is null"),
-            Rule(
-                table,
-                "status_date_plausible",
-                f"status_date is in the future or before the shop opened ({SHOP_OPENED})",
-                not_in_future_or_ancient.replace("{c}", "status_date"),
-            ),
-        ]
     return []
 
 
