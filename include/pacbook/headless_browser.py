@@ -7,11 +7,13 @@ PITFALLS.md #18 and a fresh profile folder that is removed afterwards.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from include.pacbook import config
 
@@ -26,6 +28,9 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--hide-scrollbars",
 )
+
+
+T = TypeVar("T")
 
 
 class BrowserUnavailableError(RuntimeError):
@@ -88,3 +93,47 @@ def webdriver_session(*, width: int = 1600, height: int = 1000) -> Iterator[obje
             yield driver
         finally:
             driver.quit()
+
+
+def save_evidence(driver, folder: Path, name: str) -> tuple[Path, Path]:
+    """Saves what the browser shows now: ``<name>.png`` (screenshot) and ``<name>.html`` (rendered DOM)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "page"
+    png, html = folder / f"{slug}.png", folder / f"{slug}.html"
+    driver.save_screenshot(str(png))
+    html.write_text(driver.page_source, encoding="utf-8")
+    return png, html
+
+
+def wait_for(
+    driver,
+    condition: Callable[[Any], T],
+    what: str | Callable[[Any], str],
+    evidence_dir: Path,
+    *,
+    timeout: float = 60,
+    excerpt: int = 2000,
+) -> T:
+    """Waits until ``condition(driver)`` returns something truthy and returns it (Selenium's WebDriverWait).
+
+    On timeout it saves a screenshot and the page source under ``evidence_dir`` and fails with ``what`` (or
+    ``what(driver)``, computed then, e.g. to name what is missing), the URL, both paths and an excerpt of
+    the page's visible text, so a failure can be read without rerunning.
+    """
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition)
+    except TimeoutException:
+        what = what(driver) if callable(what) else what
+        png, html = save_evidence(driver, evidence_dir, f"timeout_{what[:80]}")
+        try:
+            text = driver.find_element(By.TAG_NAME, "body").text
+        except WebDriverException as error:
+            text = f"<no page text: {error.msg}>"
+        raise AssertionError(
+            f"{what}: not shown within {timeout:.0f} s at {driver.current_url}\n"
+            f"screenshot: {png}\npage source: {html}\npage text (first {excerpt} chars):\n{text[:excerpt]}"
+        ) from None
