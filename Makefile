@@ -43,13 +43,30 @@ manifest: $(MANIFEST)
 $(STATE)/runtime:
 	@install -d -m 700 $@
 
-run: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
+# The embedded server is Debian's PostgreSQL 15 (with the contrib modules: pgcrypto encrypts the
+# personal columns). Only its binaries are used: the drop-in keeps the package from creating its own
+# cluster, and a cluster an older postgresql-common created anyway is stopped; ours runs on its own
+# data folder and port (include/pacbook/embedded_postgres.py).
+PG_BIN := /usr/lib/postgresql/15/bin
+$(STATE)/postgresql.ok: | $(STATE)/runtime
+	@test -x $(PG_BIN)/initdb || { \
+	  echo "installing Debian's postgresql-15 for the embedded PostgreSQL ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO install -d /etc/postgresql-common/createcluster.d; \
+	  echo "create_main_cluster = false" | $$SUDO tee /etc/postgresql-common/createcluster.d/pacbook-no-main-cluster.conf >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null; \
+	  if command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | grep -q '^15 \+main \+[0-9]\+ \+online'; then \
+	    $$SUDO pg_ctlcluster 15 main stop; fi; }
+	@test -x $(PG_BIN)/initdb && test -f /usr/share/postgresql/15/extension/pgcrypto.control
+	@touch $@
+
+run: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run run
 
-airflow: $(VENV)/.installed $(MANIFEST) | $(STATE)/runtime
+airflow: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run airflow
 
-bench: $(VENV)/.installed | $(STATE)/runtime
+bench: $(VENV)/.installed $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m bench.extraction --scale 10 --repeat 3
 
 lint: $(VENV)/.installed
@@ -65,7 +82,7 @@ $(STATE)/chromium.ok: | $(STATE)/runtime
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
 	@touch $@
 
-pytest: $(VENV)/.installed $(MANIFEST) $(STATE)/chromium.ok | $(STATE)/runtime
+pytest: $(VENV)/.installed $(MANIFEST) $(STATE)/chromium.ok $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m pytest
 
 test: lint pytest

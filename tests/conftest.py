@@ -54,7 +54,7 @@ def postgres() -> Iterator[PostgresForTests]:
         admin = given
     else:
         server = embedded_postgres.start(
-            embedded_postgres.server(root=TEST_STATE / "postgres", port=config.test_postgres_port())
+            embedded_postgres.server(root=TEST_STATE / "postgres", port=config.test_postgres_port(), disposable=True)
         )
         admin = server.uri("postgres")
     pg = PostgresForTests(admin)

@@ -1,9 +1,10 @@
 """The embedded PostgreSQL that holds source, warehouse and Airflow's metadata when no servers are given.
 
-It uses the PostgreSQL 16 binaries shipped by the PyPI package ``pgserver`` (so nothing needs to be
-installed system-wide), keeps its data in the ignored state folder, listens on 127.0.0.1 only with
-password authentication, and is started and stopped explicitly — not by an ``atexit`` hook, because
-several processes (Airflow's scheduler, workers, tests) share it.
+It runs Debian's PostgreSQL 15 (package ``postgresql-15``, installed by ``make``; it includes the contrib
+modules, pgcrypto among them, which the warehouse's personal-data encryption needs) on a data folder
+of its own in the ignored state folder and a port of its own, never the package's cluster or service.
+It listens on 127.0.0.1 only with password authentication, and is started and stopped explicitly — not
+by an ``atexit`` hook, because several processes (Airflow's scheduler, workers, tests) share it.
 
     python -m include.pacbook.embedded_postgres start   # prints nothing secret; URIs go to the state folder
     python -m include.pacbook.embedded_postgres stop
@@ -27,19 +28,34 @@ from psycopg import sql
 from include.pacbook import config
 
 DATABASES = ("pacbook_source", "pacbook_warehouse", "airflow")
-SERVICE_USER = "pgserver"  # PostgreSQL refuses to run as root; pgserver's own convention
+PG_MAJOR = "15"
+# Debian's layout: one folder per major version, so another installed major cannot get in the way.
+BIN_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
+# Debian's initdb and postgres refuse to run as root: as root they run as the package's own user.
+SERVICE_USER = "postgres"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
 
 
 def bin_dir() -> Path:
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    """Debian's PostgreSQL 15 binaries (initdb, pg_ctl, psql, pg_restore, ...)."""
+    if not (BIN_DIR / "initdb").exists():
+        raise EmbeddedPostgresError(
+            f"PostgreSQL {PG_MAJOR} is not installed ({BIN_DIR / 'initdb'} is missing): run `make run` or "
+            f"`make pytest`, which install Debian's postgresql-{PG_MAJOR}, or `apt-get install postgresql-{PG_MAJOR}`"
+        )
+    return BIN_DIR
 
 
 @dataclass(frozen=True)
 class EmbeddedServer:
     root: Path
     port: int
+    # A disposable server (the tests' own) is re-initialised when its data folder is of another
+    # PostgreSQL version; `make run`'s server holds a generated source and a warehouse, so it is not.
+    disposable: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -62,36 +78,39 @@ class EmbeddedServer:
         return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{dbname}"
 
 
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
 @functools.cache
 def _as_service_user() -> dict:
-    """As root, PostgreSQL's binaries run as a service user that can read them."""
-    if os.geteuid() != 0:
+    """subprocess arguments that run a PostgreSQL binary as the service user when we are root."""
+    if not _is_root():
         return {}
-    from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-    ensure_user_exists(SERVICE_USER)
-    binaries = bin_dir()
-    ensure_prefix_permissions(binaries)
-    ensure_folder_permissions(binaries.parent, 0o555)
-    return {"user": SERVICE_USER}
+    return {"user": SERVICE_USER, "group": SERVICE_USER, "extra_groups": [], "cwd": "/"}
 
 
 def _give_to_service_user(path: Path) -> None:
-    if os.geteuid() == 0:
-        from pgserver.utils import ensure_prefix_permissions
-
-        ensure_prefix_permissions(path)
-        shutil.chown(path, SERVICE_USER, SERVICE_USER)
+    """As root: the service user owns ``path`` and can reach it through every parent folder."""
+    if not _is_root():
+        return
+    shutil.chown(path, SERVICE_USER, SERVICE_USER)
+    # Traversable (x), not listable: the server must reach its folder, nothing more.
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=True, capture_output=True, text=True, **_as_service_user(), **kwargs)
 
 
-def server(root: Path | None = None, port: int | None = None) -> EmbeddedServer:
+def server(root: Path | None = None, port: int | None = None, *, disposable: bool = False) -> EmbeddedServer:
     return EmbeddedServer(
         root=root or config.state_dir() / "postgres",
         port=port or config.embedded_postgres_port(),
+        disposable=disposable,
     )
 
 
@@ -102,7 +121,8 @@ def _initialise(srv: EmbeddedServer) -> None:
     srv.password_file.chmod(0o600)
     pwfile = srv.root / ".initdb.pw"
     pwfile.write_text(srv.password_file.read_text())
-    srv.socket_dir.mkdir(exist_ok=True)
+    # Local (socket) logins are trusted, so only the server's own user may reach the socket.
+    srv.socket_dir.mkdir(mode=0o700, exist_ok=True)
     for path in (pwfile, srv.socket_dir):
         _give_to_service_user(path)
     _give_to_service_user(srv.root)
@@ -140,6 +160,7 @@ def is_running(srv: EmbeddedServer) -> bool:
 def start(srv: EmbeddedServer | None = None) -> EmbeddedServer:
     """Starts the server (initialising it on first use) and creates the three databases."""
     srv = srv or server()
+    _check_data_version(srv)
     if not (srv.data_dir / "PG_VERSION").exists():
         _initialise(srv)
     if not is_running(srv):
@@ -168,6 +189,28 @@ def start(srv: EmbeddedServer | None = None) -> EmbeddedServer:
     _wait_until_ready(srv)
     _create_databases(srv)
     return srv
+
+
+def _check_data_version(srv: EmbeddedServer) -> None:
+    """A data folder of another major version (the former pgserver PostgreSQL 16) cannot be opened.
+
+    A disposable server (the tests') is simply initialised again; `make run`'s own data is never
+    deleted behind the user's back: the error says how to start afresh.
+    """
+    version_file = srv.data_dir / "PG_VERSION"
+    if not version_file.exists():
+        return
+    found = version_file.read_text().strip()
+    if found == PG_MAJOR:
+        return
+    if srv.disposable and not (srv.data_dir / "postmaster.pid").exists():
+        shutil.rmtree(srv.root)
+        return
+    raise EmbeddedPostgresError(
+        f"the embedded PostgreSQL data in {srv.data_dir} was created by PostgreSQL {found}, and this "
+        f"project now runs PostgreSQL {PG_MAJOR}, which cannot open it. Stop whatever server still runs "
+        f"on it, then start afresh: `make clean` (removes the whole state folder) or remove {srv.root}"
+    )
 
 
 def _wait_until_ready(srv: EmbeddedServer, timeout: float = 30) -> None:

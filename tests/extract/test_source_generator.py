@@ -1,13 +1,13 @@
 """Tests of the PacBook source generator: sizes, every quirk of the real data, integrity, determinism.
 
-The tests start their own throwaway PostgreSQL (pgserver binaries) so they assume nothing about the host.
+The tests start their own throwaway PostgreSQL (the embedded server's PostgreSQL 15 binaries) so they assume
+nothing about the host's clusters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.util
 import os
 import shutil
 import socket
@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from include.pacbook import source_generator
+from include.pacbook import embedded_postgres, source_generator
 from include.pacbook.source_generator import (
     TABLE_KEYS,
     TABLES,
@@ -37,10 +37,10 @@ END_DATE = datetime.date(2024, 3, 26)
 
 
 def _pg_bin() -> Path:
-    spec = importlib.util.find_spec("pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pgserver (PostgreSQL binaries) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    try:
+        return embedded_postgres.bin_dir()
+    except embedded_postgres.EmbeddedPostgresError as error:
+        pytest.skip(str(error))
 
 
 def _free_port() -> int:
@@ -52,9 +52,9 @@ def _free_port() -> int:
 
 
 def _run_as_postgres_user(args: list[str]) -> None:
-    """pg binaries refuse to run as root; run them as the unprivileged `pgserver` user then."""
-    user = "pgserver" if os.geteuid() == 0 else None
-    subprocess.run(args, check=True, capture_output=True, user=user)
+    """Debian's pg binaries refuse to run as root; run them as its `postgres` user then."""
+    as_user = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"} if os.geteuid() == 0 else {}
+    subprocess.run(args, check=True, capture_output=True, **as_user)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _throwaway_postgres() -> Iterator[Callable[[str], str]]:
     bin_dir = _pg_bin()
     root = Path(tempfile.mkdtemp(prefix="pacbook_srcgen_"))
     if os.geteuid() == 0:
-        shutil.chown(root, user="pgserver")
+        shutil.chown(root, user="postgres", group="postgres")
     data, port = root / "data", _free_port()
     _run_as_postgres_user(
         [str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=utf8"]
