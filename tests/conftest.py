@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +21,9 @@ TEST_STATE = config.state_dir() / "test"
 # The DagBag built in this process must not touch a developer's ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", str(TEST_STATE / "airflow-pytest"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# The PII key of this test session only (docs/security.md#the-key), never one from the caller's shell:
+# dbt's customer snapshot encrypts with it, and the Airflow stacks of the e2e tests inherit it.
+os.environ["AIRFLOW_CONN_PACBOOK_PII_KEY"] = json.dumps({"conn_type": "generic", "password": secrets.token_urlsafe(32)})
 
 
 class PostgresForTests:

@@ -8,6 +8,7 @@ or Airflow's own connection store when running inside a task); paths and knobs c
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SOURCE_CONN_ID = "pacbook_source"
 WAREHOUSE_CONN_ID = "pacbook_warehouse"
+# The key that encrypts personal columns in dwh is this connection's password (docs/security.md#the-key).
+PII_KEY_CONN_ID = "pacbook_pii_key"
 
 DAG_ID = "pacbook_warehouse"
 DBT_PROJECT_NAME = "pacbook"
@@ -131,6 +134,47 @@ def source_uri() -> str:
 
 def warehouse_uri() -> str:
     return _require(WAREHOUSE_CONN_ID)
+
+
+def pii_encryption_key() -> str:
+    """The key of the personal columns (pgcrypto): the password of the Airflow connection ``pacbook_pii_key``.
+
+    Given as ``AIRFLOW_CONN_PACBOOK_PII_KEY`` (JSON ``{"conn_type": "generic", "password": "<key>"}`` or a
+    URI) or kept in a secrets backend under that id; never read from the repository, and never made up
+    for a warehouse given from outside. Inside Airflow the key is registered with the secrets masker, so
+    no task log or rendered field shows it.
+    """
+    key = _connection_password(PII_KEY_CONN_ID)
+    if not key:
+        raise MissingConnectionError(
+            f"connection {PII_KEY_CONN_ID!r} is not configured: set AIRFLOW_CONN_{PII_KEY_CONN_ID.upper()}="
+            '\'{"conn_type": "generic", "password": "<key>"}\' (or that connection id in the secrets backend); '
+            "the key encrypts the personal columns of dwh (docs/security.md#the-key)"
+        )
+    with contextlib.suppress(Exception):  # outside Airflow there is no masker, and nothing to mask for
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(key)
+    return key
+
+
+def _connection_password(conn_id: str) -> str | None:
+    value = _env(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if value is None:
+        try:  # inside a task the key may live in Airflow's own store or a secrets backend
+            from airflow.sdk import BaseHook
+
+            return BaseHook.get_connection(conn_id).password or None
+        except Exception:  # noqa: BLE001 - absent connection is reported by the caller with its name
+            return None
+    if value.lstrip().startswith("{"):  # Airflow's JSON form of a connection
+        return json.loads(value).get("password") or None
+    return unquote(urlsplit(value).password or "") or None
+
+
+def local_pii_key_file() -> Path:
+    """Where `make run` keeps the generated key of the embedded (local) warehouse: the ignored state folder."""
+    return state_dir() / "secrets" / "pii_key"
 
 
 def connections_given() -> bool:

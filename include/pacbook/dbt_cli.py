@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from include.pacbook import config
+from include.pacbook.privileges import pii_session_env
 
 log = logging.getLogger("pacbook.dbt")
 
@@ -19,9 +20,20 @@ class DbtCommandError(RuntimeError):
     pass
 
 
+def dbt_env(warehouse_uri: str) -> dict[str, str]:
+    """The environment of a dbt CLI process: the profile's connection variables and the PII key's
+    session option (the customer snapshot encrypts with it; docs/security.md#the-key)."""
+    return {
+        **os.environ,
+        **config.dbt_cli_env(warehouse_uri),
+        **pii_session_env(config.pii_encryption_key()),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    }
+
+
 def run_dbt(*args: str, dbt_vars: dict[str, str] | None = None, warehouse_uri: str) -> None:
     """Runs `dbt <args>` with the project's CLI profile; dbt's own output goes to this task's log."""
-    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    env = dbt_env(warehouse_uri)
     dbt = str(Path(sys.executable).with_name("dbt"))
     with tempfile.TemporaryDirectory(prefix="pacbook-dbt-") as target:
         command = [

@@ -18,6 +18,7 @@ from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavi
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from include.pacbook import config
+from include.pacbook.privileges import pii_session_env
 
 # Layers, in the order data flows; each selects the dbt folders whose tables land in that schema.
 LAYERS = {
@@ -43,11 +44,24 @@ def _project() -> ProjectConfig:
     )
 
 
-def _profile() -> ProfileConfig:
+class WarehouseProfileWithPiiKey(PostgresUserPasswordProfileMapping):
+    """Cosmos' Postgres profile from the warehouse connection, plus the PII key in dbt's environment.
+
+    Cosmos asks a mapping for its environment only when a task runs (never when the DAG is parsed),
+    and passes it to dbt beside the rendered profile, not in it: the key (PGOPTIONS, read by libpq)
+    is in no profile, template field, serialized DAG or dbt artefact (docs/security.md#the-key).
+    """
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        return {**super().env_vars, **pii_session_env(config.pii_encryption_key())}
+
+
+def dbt_profile() -> ProfileConfig:
     return ProfileConfig(
         profile_name=config.DBT_PROJECT_NAME,
         target_name="airflow",
-        profile_mapping=PostgresUserPasswordProfileMapping(
+        profile_mapping=WarehouseProfileWithPiiKey(
             conn_id=config.WAREHOUSE_CONN_ID,
             profile_args={"schema": "dwh", "threads": 2},
         ),
@@ -59,7 +73,7 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
     return DbtTaskGroup(
         group_id=layer,
         project_config=_project(),
-        profile_config=_profile(),
+        profile_config=dbt_profile(),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.LOCAL,
             invocation_mode=InvocationMode.DBT_RUNNER,

@@ -28,8 +28,14 @@ def ensure_schemas(uri: str) -> None:
     # `create schema if not exists` is not race-free in PostgreSQL.
     with connect(uri, autocommit=True) as conn, conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.ensure_schemas'))")
+        # Only the missing ones: `create schema if not exists` checks CREATE on the database before it
+        # looks, and the least-privilege loader (docs/security.md) has no CREATE there - the schemas
+        # come from apply_privileges, run by an administrator.
+        found = conn.execute("select nspname from pg_namespace where nspname = any(%s)", (list(WAREHOUSE_SCHEMAS),))
+        existing = {row[0] for row in found}
         for schema in WAREHOUSE_SCHEMAS:
-            conn.execute(psycopg.sql.SQL("create schema if not exists {}").format(psycopg.sql.Identifier(schema)))
+            if schema not in existing:
+                conn.execute(psycopg.sql.SQL("create schema {}").format(psycopg.sql.Identifier(schema)))
         for name, ddl in warehouse_ddl():
             try:
                 conn.execute(ddl)

@@ -4,7 +4,6 @@ every model builds and every dbt test (data tests, unit tests, reconciliation te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,13 @@ import pytest
 
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config
+from include.pacbook.dbt_cli import dbt_env
 from tests.conftest import query_one
 
 
 def run_dbt_cli(warehouse_uri: str, target_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """The dbt CLI on the project with its env-var profile, writing into a private target folder."""
-    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    env = dbt_env(warehouse_uri)  # with the PII key in its sessions, as the nightly run's dbt
     dbt = str(Path(sys.executable).with_name("dbt"))
     project = ["--project-dir", str(config.DBT_PROJECT_DIR), "--profiles-dir", str(config.DBT_PROJECT_DIR)]
     paths = ["--target-path", str(target_dir), "--log-path", str(target_dir / "logs")]

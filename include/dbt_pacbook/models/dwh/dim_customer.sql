@@ -17,10 +17,10 @@ final as (
     select
         {{ surrogate_key(['customer_id', 'valid_from']) }} as customer_key,
         customer_id,
-        first_name,
-        last_name,
-        concat_ws(' ', first_name, last_name) as full_name,
-        email,
+        -- personal data stays encrypted (pgcrypto): pii_reader reads it with dwh.decrypt_pii
+        first_name_encrypted,
+        last_name_encrypted,
+        email_encrypted,
         address_id,
         city,
         country_name,

@@ -64,12 +64,7 @@ final as (
 
     select
         customers.customer_id,
-        customers.first_name,
-        customers.last_name,
-        customers.email,
         current_addresses.address_id,
-        addresses.street_number,
-        addresses.street_name,
         addresses.city,
         addresses.country_id,
         countries.country_name,
