@@ -3,7 +3,8 @@
 Servers come from ``AIRFLOW_CONN_PACBOOK_SOURCE`` / ``AIRFLOW_CONN_PACBOOK_WAREHOUSE`` (and Airflow's
 own ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``); whatever is not given lives on the embedded PostgreSQL,
 which this command starts and stops. A given source is only read; an embedded one is generated when
-empty.
+empty, and the embedded servers get the least-privilege roles and a PII key of their own
+(docs/security.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import logging
 import signal
 import sys
@@ -21,6 +23,7 @@ import psycopg
 
 from include.pacbook import config, embedded_postgres
 from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from include.pacbook.privileges import apply_privileges, local_pii_key
 from include.pacbook.smtp_sink import read_messages, running_smtp_sink
 
 log = logging.getLogger("pacbook.run")
@@ -32,6 +35,7 @@ class Servers:
     warehouse_uri: str
     metadata_uri: str
     embedded: embedded_postgres.EmbeddedServer | None
+    pii_key: str
 
     @property
     def source_is_embedded(self) -> bool:
@@ -41,11 +45,24 @@ class Servers:
         return {
             "AIRFLOW_CONN_PACBOOK_SOURCE": self.source_uri,
             "AIRFLOW_CONN_PACBOOK_WAREHOUSE": self.warehouse_uri,
+            # the Airflow components read the key as the pacbook_pii_key connection, like in production
+            f"AIRFLOW_CONN_{config.PII_KEY_CONN_ID.upper()}": json.dumps(
+                {"conn_type": "generic", "password": self.pii_key}
+            ),
         }
+
+
+def resolve_pii_key() -> str:
+    """The embedded warehouse's key lives beside its data in the state folder (generated on first use,
+    gone with `make clean`); a warehouse given from outside needs its own key, or the run stops here."""
+    if config.connections_given():
+        return config.pii_encryption_key()
+    return local_pii_key(config.local_pii_key_file())
 
 
 def resolve_servers() -> Servers:
     """The servers given from outside, the embedded one for the rest (started here)."""
+    pii_key = resolve_pii_key()  # before starting anything: a missing key stops the run at once
     embedded = None
     if not config.connections_given() or not config.airflow_metadata_uri():
         embedded = embedded_postgres.start()
@@ -57,7 +74,7 @@ def resolve_servers() -> Servers:
         source = embedded_env["AIRFLOW_CONN_PACBOOK_SOURCE"]
         target = embedded_env["AIRFLOW_CONN_PACBOOK_WAREHOUSE"]
     metadata = config.airflow_metadata_uri() or embedded_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    return Servers(source, target, metadata, embedded)
+    return Servers(source, target, metadata, embedded, pii_key)
 
 
 def _write_connections_file(env: dict[str, str]) -> None:
@@ -78,6 +95,16 @@ def ensure_source(servers: Servers) -> None:
         print(f"generating the PacBook source (scale {scale}, seed {seed}) ...", flush=True)
         rows = generate_source(servers.source_uri, scale=scale, seed=seed)
         print(f"source generated: {sum(rows.values()):,} rows in {len(rows)} tables", flush=True)
+
+
+def ensure_roles(servers: Servers) -> None:
+    """The least-privilege roles and grants (docs/security.md) on the embedded servers, where this run
+    is the administrator; a deployment's own servers get them from its administrator, and a given
+    source is never written to. No passwords: the roles are NOLOGIN groups until one is given."""
+    if not servers.source_is_embedded:
+        return
+    apply_privileges(servers.source_uri, servers.warehouse_uri)
+    print("roles: pacbook_extractor, pacbook_loader, pacbook_transformer, bi_reader, pii_reader", flush=True)
 
 
 def ensure_publisher_files(servers: Servers) -> None:
@@ -164,6 +191,7 @@ def run() -> int:
     servers = resolve_servers()
     try:
         ensure_source(servers)
+        ensure_roles(servers)
         ensure_publisher_files(servers)
         env = airflow_env(servers.metadata_uri, servers.connection_env())
         print("preparing Airflow's metadata database ...", flush=True)
@@ -205,6 +233,7 @@ def serve() -> int:
     servers = resolve_servers()
     try:
         ensure_source(servers)
+        ensure_roles(servers)
         env = airflow_env(servers.metadata_uri, servers.connection_env())
         migrate_metadata(env)
         with sink_if_local(), AirflowStack(env, config.state_dir() / "airflow-components") as stack:
