@@ -227,7 +227,10 @@ class AirflowStack:
             self._request("PATCH", f"/api/v2/connections/{conn_id}", body)
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        """A task try's log as plain text lines (event, then its error details)."""
+        """A task try's log as plain text lines (event, then its error details), as the UI shows it.
+
+        The ``::group::``/``::endgroup::`` markers only fold sections in the UI; they are left out.
+        """
         quoted = urllib.parse.quote(run_id, safe="")
         payload = self._request(
             "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
@@ -235,7 +238,10 @@ class AirflowStack:
         lines = []
         for entry in payload.get("content", []):
             if isinstance(entry, dict):
-                lines.append(str(entry.get("event", "")))
+                event = str(entry.get("event", ""))
+                if event.startswith(("::group::", "::endgroup::")):
+                    continue
+                lines.append(event)
                 for detail in entry.get("error_detail") or []:
                     lines.append(f"{detail.get('exc_type')}: {detail.get('exc_value')}")
             else:
@@ -294,33 +300,29 @@ class AirflowStack:
     def run_latest_interval(self, dag_id: str, conf: dict | None = None, timeout: float = 1800) -> dict:
         """Runs the DAG for its latest complete interval, the way the nightly schedule does, and waits.
 
-        When that interval has not run yet, unpausing lets the scheduler create its scheduled run (a
-        manual run as well would run the same night twice). When it has, a manual run is triggered.
+        When that night has not run yet, the triggered run takes its logical date and data interval,
+        so the scheduler, finding the night taken, creates no scheduled run beside it (one run, not
+        two in a row on the same connections). When the night has already run (an earlier test took
+        it), a plain manual run is triggered.
         """
         dag = self.wait_for_dag(dag_id)
         due = dag.get("next_dagrun_run_after")
-        if not conf and due and _parse_time(due) <= time.time():
-            known = {run["dag_run_id"] for run in self.dag_runs(dag_id)}
-            self.set_paused(dag_id, False)
+        if due and _parse_time(due) <= time.time():
             try:
-                run = self._wait_for_new_run(dag_id, known, timeout=120)
-                return self.wait_for_run(dag_id, run["dag_run_id"], timeout)
-            finally:
-                self.set_paused(dag_id, True)
+                return self.run_dag(
+                    dag_id,
+                    conf,
+                    logical_date=dag["next_dagrun_logical_date"],
+                    data_interval=(dag["next_dagrun_data_interval_start"], dag["next_dagrun_data_interval_end"]),
+                    timeout=timeout,
+                )
+            except ApiError as error:
+                if error.status != 409:
+                    raise
         return self.run_dag(dag_id, conf, timeout=timeout)
 
     def dag_runs(self, dag_id: str) -> list[dict]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=1000")["dag_runs"]
-
-    def _wait_for_new_run(self, dag_id: str, known: set[str], timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            new = [run for run in self.dag_runs(dag_id) if run["dag_run_id"] not in known]
-            if new:
-                return new[0]
-            time.sleep(2)
-        raise TimeoutError(f"the scheduler created no run of {dag_id} within {timeout:.0f} s")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         quoted = urllib.parse.quote(run_id, safe="")

@@ -9,7 +9,6 @@ the grid screenshot is also copied to ``docs/img/airflow_grid.png`` for the READ
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import urllib.parse
 from pathlib import Path
@@ -35,25 +34,6 @@ SPOT_CHECKS = (
 )
 README_IMAGE = config.PROJECT_ROOT / "docs" / "img" / "airflow_grid.png"
 ROW_PX = 20  # the grid draws one 20 px row per task and virtualises the rows below the window
-
-
-def run_latest_night(stack: AirflowStack, conf: dict, timeout: float = 900) -> dict:
-    """Triggers the latest complete night with ``conf`` and waits for the run.
-
-    When that night has not run yet, the manual run takes its logical date and data interval, so the
-    scheduler, finding the night taken, creates no scheduled run beside it (one run, not two in a row).
-    """
-    dag = stack.wait_for_dag(config.DAG_ID)
-    due = dag.get("next_dagrun_run_after")
-    if due and dt.datetime.fromisoformat(due.replace("Z", "+00:00")) <= dt.datetime.now(dt.UTC):
-        return stack.run_dag(
-            config.DAG_ID,
-            conf,
-            logical_date=dag["next_dagrun_logical_date"],
-            data_interval=(dag["next_dagrun_data_interval_start"], dag["next_dagrun_data_interval_end"]),
-            timeout=timeout,
-        )
-    return stack.run_dag(config.DAG_ID, conf, timeout=timeout)
 
 
 def rgb(driver, css_color: str) -> tuple[int, int, int]:
@@ -131,7 +111,7 @@ def test_ui_shows_the_green_run_with_every_cosmos_group_and_dbt_task(airflow, po
     warehouse = postgres.fresh_database("warehouse_ui")
     airflow.set_connection(config.SOURCE_CONN_ID, generated_source)
     airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
-    run = run_latest_night(airflow, {"full_refresh": True}, timeout=config.run_timeout_seconds())
+    run = airflow.run_latest_interval(config.DAG_ID, {"full_refresh": True}, timeout=config.run_timeout_seconds())
     states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(config.DAG_ID, run["dag_run_id"])}
     assert run["state"] == "success", {task: state for task, state in states.items() if state != "success"}
     assert run["conf"] == {"full_refresh": True}

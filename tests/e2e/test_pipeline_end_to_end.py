@@ -253,7 +253,13 @@ def test_dry_run_checks_the_source_and_writes_nothing(airflow, postgres, generat
     assert states["check_extraction"] == "success"
     assert states["extract"] == "skipped"
     assert all(state == "skipped" for task_id, state in states.items() if "." in task_id or task_id == "forecast")
-    assert query_one(warehouse, "select count(*) from information_schema.tables where table_schema = 'staging'")[0] == 0
+    copied = query_one(
+        warehouse,
+        "select count(*) from information_schema.tables where table_schema = 'staging' and table_name = any(%s)",
+        (list(config.SOURCE_TABLES),),
+    )[0]
+    assert copied == 0  # no source table was copied
+    assert query_one(warehouse, "select count(*) from staging.publisher_book_costs")[0] == 0
 
 
 def test_invalid_trigger_params_are_refused(airflow):

@@ -1,26 +1,19 @@
 """Tests of the PacBook source generator: sizes, every quirk of the real data, integrity, determinism.
 
-The tests start their own throwaway PostgreSQL (the embedded server's PostgreSQL 15 binaries) so they assume
-nothing about the host's clusters.
+Each test gets fresh databases on the tests' own embedded server, so they assume nothing about the host's
+clusters.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from include.pacbook import embedded_postgres, source_generator
+from include.pacbook import source_generator
 from include.pacbook.source_generator import (
     TABLE_KEYS,
     TABLES,
@@ -31,69 +24,11 @@ from include.pacbook.source_generator import (
 
 END_DATE = datetime.date(2024, 3, 26)
 
-# ---------------------------------------------------------------------------------------------
-# A throwaway PostgreSQL server of this module's own
-# ---------------------------------------------------------------------------------------------
-
-
-def _pg_bin() -> Path:
-    try:
-        return embedded_postgres.bin_dir()
-    except embedded_postgres.EmbeddedPostgresError as error:
-        pytest.skip(str(error))
-
-
-def _free_port() -> int:
-    for port in range(55600, 55700):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port in 55600-55699")
-
-
-def _run_as_postgres_user(args: list[str]) -> None:
-    """Debian's pg binaries refuse to run as root; run them as its `postgres` user then."""
-    as_user = {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"} if os.geteuid() == 0 else {}
-    subprocess.run(args, check=True, capture_output=True, **as_user)
-
 
 @pytest.fixture(scope="module")
-def _throwaway_postgres() -> Iterator[Callable[[str], str]]:
-    """Start a private server on a free port; yield `create_database(name) -> dsn`; stop it at the end."""
-    bin_dir = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="pacbook_srcgen_"))
-    if os.geteuid() == 0:
-        shutil.chown(root, user="postgres", group="postgres")
-    data, port = root / "data", _free_port()
-    _run_as_postgres_user(
-        [str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "--encoding=utf8"]
-    )
-    _run_as_postgres_user(
-        [
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            f"-h 127.0.0.1 -p {port} -k {root}",
-            "-l",
-            str(root / "log"),
-            "-w",
-            "start",
-        ]
-    )
-    admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-    def create_database(name: str) -> str:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-        return f"postgresql://postgres@127.0.0.1:{port}/{name}"
-
-    try:
-        yield create_database
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _run_as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
-        shutil.rmtree(root, ignore_errors=True)
+def _throwaway_postgres(postgres) -> Callable[[str], str]:
+    """`create_database(name) -> dsn` on the tests' own server (tests/conftest.py), dropped at the end."""
+    return postgres.fresh_database
 
 
 @pytest.fixture(scope="module")
