@@ -129,10 +129,10 @@ def pacbook_warehouse():
         return check_extraction_only(dag_run.dag_id, dag_run.run_id)
 
     @task(execution_timeout=timedelta(minutes=30))
-    def extract(run_id=None, params=None) -> dict[str, int]:
+    def extract(dag_run=None, params=None) -> dict[str, int]:
         from include.pacbook.pipeline import extract_source_to_staging
 
-        return extract_source_to_staging(run_id, full_refresh=params["full_refresh"])
+        return extract_source_to_staging(dag_run.run_id, *_interval(dag_run), full_refresh=params["full_refresh"])
 
     @task.sensor(
         poke_interval=60,

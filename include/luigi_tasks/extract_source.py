@@ -14,7 +14,7 @@ import logging
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
-from include.luigi_tasks.streaming_copy import check_table_copyable, copy_table_to_staging
+from include.luigi_tasks.streaming_copy import LoadWindow, check_table_copyable, copy_table_to_staging
 from include.pacbook import config, validation, warehouse
 
 log = logging.getLogger("pacbook.extract")
@@ -34,14 +34,27 @@ class StagingLoadTarget(luigi.Target):
 class ExtractSourceTable(luigi.Task):
     run_id = luigi.Parameter(description="the Airflow run this load belongs to")
     table = luigi.Parameter(description="source table in schema public")
+    interval_start = luigi.Parameter(default="", description="the run's data interval start (ISO 8601, UTC)")
+    interval_end = luigi.Parameter(default="", description="the run's data interval end (ISO 8601, UTC)")
+    as_of = luigi.Parameter(description="when the copy is taken (ISO 8601, UTC)")
+    full_refresh = luigi.BoolParameter(default=False, description="reload growing tables whole")
 
     def output(self) -> StagingLoadTarget:
         return StagingLoadTarget(self.run_id, self.table)
 
     def run(self) -> None:
         warehouse_uri = config.warehouse_uri()
+        window = None
+        if self.interval_start:
+            window = LoadWindow(
+                start=dt.datetime.fromisoformat(self.interval_start),
+                end=dt.datetime.fromisoformat(self.interval_end),
+                as_of=dt.datetime.fromisoformat(self.as_of),
+            )
         try:
-            rows = copy_table_to_staging(config.source_uri(), warehouse_uri, self.table, self.run_id)
+            rows = copy_table_to_staging(
+                config.source_uri(), warehouse_uri, self.table, self.run_id, window, self.full_refresh
+            )
         except Exception as error:
             warehouse.record_failure(warehouse_uri, self.run_id, self.table, f"{type(error).__name__}: {error}")
             raise
@@ -51,9 +64,23 @@ class ExtractSourceTable(luigi.Task):
 class ExtractSource(luigi.WrapperTask):
     run_id = luigi.Parameter()
     tables = luigi.ListParameter(default=config.SOURCE_TABLES)
+    interval_start = luigi.Parameter(default="")
+    interval_end = luigi.Parameter(default="")
+    as_of = luigi.Parameter()
+    full_refresh = luigi.BoolParameter(default=False)
 
     def requires(self):
-        return [ExtractSourceTable(run_id=self.run_id, table=table) for table in self.tables]
+        return [
+            ExtractSourceTable(
+                run_id=self.run_id,
+                table=table,
+                interval_start=self.interval_start,
+                interval_end=self.interval_end,
+                as_of=self.as_of,
+                full_refresh=self.full_refresh,
+            )
+            for table in self.tables
+        ]
 
 
 class StagingValidatedTarget(luigi.Target):
@@ -71,10 +98,20 @@ class ValidateStaging(luigi.Task):
 
     run_id = luigi.Parameter()
     tables = luigi.ListParameter(default=config.SOURCE_TABLES)
+    interval_start = luigi.Parameter(default="")
+    interval_end = luigi.Parameter(default="")
     as_of = luigi.Parameter(description="when the copy was taken (ISO 8601): later dates are in the future")
+    full_refresh = luigi.BoolParameter(default=False)
 
     def requires(self):
-        return ExtractSource(run_id=self.run_id, tables=self.tables)
+        return ExtractSource(
+            run_id=self.run_id,
+            tables=self.tables,
+            interval_start=self.interval_start,
+            interval_end=self.interval_end,
+            as_of=self.as_of,
+            full_refresh=self.full_refresh,
+        )
 
     def output(self) -> StagingValidatedTarget:
         return StagingValidatedTarget(self.run_id)
@@ -94,20 +131,33 @@ def extract_source(
     workers: int = 4,
     full_refresh: bool = False,
     as_of: dt.datetime | None = None,
+    interval: tuple[dt.datetime, dt.datetime] | None = None,
 ) -> dict[str, int]:
     """Runs the Luigi extraction and validation for one pipeline run; returns rows copied per table.
 
-    ``as_of`` is when the copy is taken (default: now): dates after it are in the future. It is not the
-    run's interval end, because every run copies the whole source: a backfill of an old day still
-    meets the orders placed since, and they are not bad rows.
+    ``interval`` is the run's data interval: the growing tables take its rows plus the rows recorded
+    late (streaming_copy.py). Without one (a load outside the schedule) every table is copied whole.
+    ``as_of`` is when the copy is taken (default: now): dates after it are in the future. It is not
+    the interval's end: a backfill of an old day may meet late rows dated after that day, and they
+    are not bad rows.
     """
     as_of = as_of or dt.datetime.now(dt.UTC)
+    start, end = (_naive_utc(moment).isoformat() for moment in interval) if interval else ("", "")
     with config.pinned_connections():
-        return _extract_source(run_id, tables, workers, full_refresh, as_of.replace(tzinfo=None))
+        return _extract_source(run_id, tables, workers, full_refresh, (start, end, _naive_utc(as_of).isoformat()))
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    """The source stores timestamps without a zone, in UTC."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _extract_source(
-    run_id: str, tables: tuple[str, ...], workers: int, full_refresh: bool, as_of: dt.datetime
+    run_id: str,
+    tables: tuple[str, ...],
+    workers: int,
+    full_refresh: bool,
+    window: tuple[str, str, str],
 ) -> dict[str, int]:
     """``luigi.build`` returns True even when tasks failed, so success is read from the detailed
     summary's status, and a failure raises with the tables' names and reasons.
@@ -119,7 +169,16 @@ def _extract_source(
         validation.forget_validation(warehouse_uri, run_id)
     started = dt.datetime.now(dt.UTC)
     result = luigi.build(
-        [ValidateStaging(run_id=run_id, tables=list(tables), as_of=as_of.isoformat())],
+        [
+            ValidateStaging(
+                run_id=run_id,
+                tables=list(tables),
+                interval_start=window[0],
+                interval_end=window[1],
+                as_of=window[2],
+                full_refresh=full_refresh,
+            )
+        ],
         local_scheduler=True,
         detailed_summary=True,
         workers=min(workers, len(tables)),

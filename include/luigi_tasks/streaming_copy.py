@@ -1,9 +1,18 @@
 """Copy one source table into ``staging.<table>`` of the warehouse by streaming COPY.
 
 Rows flow from the source's ``COPY ... TO STDOUT`` straight into the warehouse's ``COPY ... FROM STDIN``
-in binary blocks: no pandas, no table held in memory. The truncate, the copy and the load record
+in binary blocks: no pandas, no table held in memory. The write, the load record and the watermark
 commit in one transaction, so a reader sees the old rows or the new ones, never half a load, and
 running it twice leaves the same rows.
+
+Small tables are replaced whole every night. The fast-growing ones (``GROWING_TABLES``) are loaded
+by increments: the rows whose event time falls in the run's data interval, plus the rows inserted
+since the last load whatever their date (a status recorded days late), found by a watermark on the
+table's serial key kept in ``audit.extraction_watermark``. They replace the staging rows with the
+same key, so a night loaded twice, or nights loaded out of order, leave the same staging tables as
+nights loaded in order. Rows dated after the interval wait for their own night; rows dated after the
+copy itself (impossible dates) are taken at once, so validation quarantines them instead of them
+waiting forever.
 """
 
 from __future__ import annotations
@@ -74,7 +83,7 @@ def _ensure_staging_table(conn, table: str, columns: list[Column]) -> tuple[list
     reported; a column staging has and the source lost or retyped stops the load, because every
     model reading it would silently change meaning.
     """
-    existing = _staging_columns(conn, table)
+    existing = [c for c in _staging_columns(conn, table) if c.name != LOADED_AT_COLUMN]
     if not existing:
         column_defs = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(col.name), sql.SQL(col.type)) for col in columns
@@ -96,6 +105,34 @@ class EmptySourceTableError(RuntimeError):
     pass
 
 
+# Written by the load, not copied from the source: when the row reached staging. The incremental
+# facts rebuild the orders whose rows arrived after their last build.
+LOADED_AT_COLUMN = "_pacbook_loaded_at"
+
+
+@dataclass(frozen=True)
+class GrowingTable:
+    key: str  # serial primary key: names a row, and its high-water mark finds rows inserted late
+    event_time: str  # SQL over the source table `t` (and its order `o`): when the row happened
+    through_order: bool = False  # no date of its own: dated by its order
+
+
+GROWING_TABLES = {
+    "cust_order": GrowingTable(key="order_id", event_time="t.order_date"),
+    "order_line": GrowingTable(key="line_id", event_time="o.order_date", through_order=True),
+    "order_history": GrowingTable(key="history_id", event_time="t.status_date"),
+}
+
+
+@dataclass(frozen=True)
+class LoadWindow:
+    """The run's data interval (naive UTC, as the source stores its timestamps) and when the copy is taken."""
+
+    start: dt.datetime
+    end: dt.datetime
+    as_of: dt.datetime
+
+
 def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int:
     """What a copy would meet, without copying: the source table exists and staging can take it.
     Returns the source's row count; raises the same errors a copy would."""
@@ -104,15 +141,27 @@ def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int
         columns = source_columns(source, table)
         if not columns:
             raise SourceTableMissingError(f"source table public.{table} does not exist")
-        existing = _staging_columns(warehouse, table)
+        existing = [c for c in _staging_columns(warehouse, table) if c.name != LOADED_AT_COLUMN]
         if existing and any(c not in columns for c in existing):
             _ensure_staging_table(warehouse, table, columns)  # raises the drift error with the details
         return source.execute(sql.SQL("select count(*) from public.{}").format(sql.Identifier(table))).fetchone()[0]
 
 
-def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_id: str) -> int:
-    """Replaces staging.<table> with the source's rows and records the load; returns rows copied."""
+def copy_table_to_staging(
+    source_uri: str,
+    warehouse_uri: str,
+    table: str,
+    run_id: str,
+    window: LoadWindow | None = None,
+    full_refresh: bool = False,
+) -> int:
+    """Loads staging.<table> and records the load; returns rows copied.
+
+    Without a window every table is replaced whole. With one, a growing table takes its increment
+    (or, on its first load and on ``full_refresh``, everything up to the window's end).
+    """
     started_at = dt.datetime.now(dt.UTC)
+    growing = GROWING_TABLES.get(table) if window else None
     with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
         source.read_only = True
         columns = source_columns(source, table)
@@ -120,59 +169,169 @@ def copy_table_to_staging(source_uri: str, warehouse_uri: str, table: str, run_i
             raise SourceTableMissingError(f"source table public.{table} does not exist")
         with warehouse.transaction():
             columns, added = _ensure_staging_table(warehouse, table, columns)
-            for column in added:
-                log.warning(
-                    "source table public.%s has a new column %s (%s) that staging.%s does not take: "
-                    "the rows load without it (RUNBOOK.md#schema-drift)",
-                    table,
-                    column.name,
-                    column.type,
-                    table,
+            _record_added_columns(warehouse, run_id, table, added)
+            if growing:
+                rows, mode = _load_growing_table(
+                    source, warehouse, run_id, table, columns, growing, window, full_refresh
                 )
-                warehouse.execute(
-                    "insert into audit.source_schema_change (run_id, table_name, change, column_name, column_type) "
-                    "values (%s, %s, 'column added, not copied', %s, %s) on conflict do nothing",
-                    (run_id, table, column.name, column.type),
-                )
-            column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
-            read = sql.SQL("copy (select {} from public.{}) to stdout (format binary)").format(
-                column_list, sql.Identifier(table)
-            )
-            write = sql.SQL("copy staging.{} ({}) from stdin (format binary)").format(
-                sql.Identifier(table), column_list
-            )
-            # Truncate inside the transaction: readers wait for the commit and then see the whole new
-            # load (never half of it), and unlike `delete` it leaves no dead rows behind.
-            warehouse.execute(sql.SQL("truncate staging.{}").format(sql.Identifier(table)))
-            with warehouse.cursor() as sink, source.cursor() as reader:
-                with reader.copy(read) as rows_out, sink.copy(write) as rows_in:
-                    # The server sends one message per row; writing ~1 MiB at a time instead of
-                    # row by row keeps the Python loop off the critical path (bench/README.md).
-                    buffer = bytearray()
-                    for block in rows_out:
-                        buffer += block
-                        if len(buffer) >= WRITE_CHUNK_BYTES:
-                            rows_in.write(buffer)
-                            buffer = bytearray()
-                    if buffer:
-                        rows_in.write(buffer)
-                rows = sink.rowcount
-            if rows == 0:
-                # Rolled back with the truncate: staging keeps the last good copy instead of nothing.
+            else:
+                rows, mode = _replace_table(source, warehouse, table, columns), "full"
+            if rows == 0 and (mode == "full" or _source_is_empty(source, table)):
+                # Rolled back with the write: staging keeps the last good copy instead of nothing.
                 raise EmptySourceTableError(
                     f"source table public.{table} is empty: a shop never loses all of its {table} rows, so the "
                     f"previous copy in staging.{table} is kept (RUNBOOK.md#extraction-failed)"
                 )
             warehouse.execute(
                 """
-                insert into audit.extract_load (run_id, table_name, rows_loaded, started_at)
-                values (%s, %s, %s, %s)
+                insert into audit.extract_load (run_id, table_name, rows_loaded, started_at, load_mode)
+                values (%s, %s, %s, %s, %s)
                 on conflict (run_id, table_name) do update
                 set rows_loaded = excluded.rows_loaded, started_at = excluded.started_at,
-                    finished_at = clock_timestamp()
+                    load_mode = excluded.load_mode, finished_at = clock_timestamp()
                 """,
-                (run_id, table, rows, started_at),
+                (run_id, table, rows, started_at, mode),
             )
         warehouse.execute(sql.SQL("analyze staging.{}").format(sql.Identifier(table)))
         warehouse.commit()
     return rows
+
+
+def _record_added_columns(warehouse, run_id: str, table: str, added: list[Column]) -> None:
+    for column in added:
+        log.warning(
+            "source table public.%s has a new column %s (%s) that staging.%s does not take: "
+            "the rows load without it (RUNBOOK.md#schema-drift)",
+            table,
+            column.name,
+            column.type,
+            table,
+        )
+        warehouse.execute(
+            "insert into audit.source_schema_change (run_id, table_name, change, column_name, column_type) "
+            "values (%s, %s, 'column added, not copied', %s, %s) on conflict do nothing",
+            (run_id, table, column.name, column.type),
+        )
+
+
+def _source_is_empty(source, table: str) -> bool:
+    query = sql.SQL("select not exists (select from public.{})").format(sql.Identifier(table))
+    return source.execute(query).fetchone()[0]
+
+
+def _stream(source, warehouse, read: sql.Composable, write: sql.Composable) -> int:
+    with warehouse.cursor() as sink, source.cursor() as reader:
+        with reader.copy(read) as rows_out, sink.copy(write) as rows_in:
+            # The server sends one message per row; writing ~1 MiB at a time instead of
+            # row by row keeps the Python loop off the critical path (bench/README.md).
+            buffer = bytearray()
+            for block in rows_out:
+                buffer += block
+                if len(buffer) >= WRITE_CHUNK_BYTES:
+                    rows_in.write(buffer)
+                    buffer = bytearray()
+            if buffer:
+                rows_in.write(buffer)
+        return sink.rowcount
+
+
+def _replace_table(source, warehouse, table: str, columns: list[Column]) -> int:
+    column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
+    read = sql.SQL("copy (select {} from public.{}) to stdout (format binary)").format(
+        column_list, sql.Identifier(table)
+    )
+    write = sql.SQL("copy staging.{} ({}) from stdin (format binary)").format(sql.Identifier(table), column_list)
+    # Truncate inside the transaction: readers wait for the commit and then see the whole new
+    # load (never half of it), and unlike `delete` it leaves no dead rows behind.
+    warehouse.execute(sql.SQL("truncate staging.{}").format(sql.Identifier(table)))
+    return _stream(source, warehouse, read, write)
+
+
+def increment_filter(growing: GrowingTable, window: LoadWindow, watermark: int | None) -> sql.Composable:
+    """Which source rows a load takes. ``watermark`` None means everything up to the window's end."""
+    event = sql.SQL(growing.event_time)
+    values = {
+        "event": event,
+        "key": sql.SQL("t.{}").format(sql.Identifier(growing.key)),
+        "start": sql.Literal(window.start),
+        "end": sql.Literal(window.end),
+        "as_of": sql.Literal(window.as_of),
+    }
+    # Undated rows and rows dated after the copy are impossible: taken so validation quarantines them.
+    up_to_end = sql.SQL("({event} < {end} or {event} is null or {event} > {as_of})").format(**values)
+    if watermark is None:
+        return up_to_end
+    return sql.SQL("(({event} >= {start} and {event} < {end}) or ({key} > {watermark} and {up_to_end}))").format(
+        watermark=sql.Literal(watermark), up_to_end=up_to_end, **values
+    )
+
+
+def _load_growing_table(
+    source,
+    warehouse,
+    run_id: str,
+    table: str,
+    columns: list[Column],
+    growing: GrowingTable,
+    window: LoadWindow,
+    full_refresh: bool,
+) -> tuple[int, str]:
+    staging = sql.Identifier("staging", table)
+    warehouse.execute(
+        sql.SQL("alter table {} add column if not exists {} timestamptz not null default now()").format(
+            staging, sql.Identifier(LOADED_AT_COLUMN)
+        )
+    )
+    found = warehouse.execute(
+        "select high_water_key from audit.extraction_watermark where table_name = %s for update", (table,)
+    ).fetchone()
+    watermark = None if full_refresh or found is None else found[0]
+    mode = "full" if watermark is None else "increment"
+    column_list = sql.SQL(", ").join(sql.Identifier(col.name) for col in columns)
+    source_columns_list = sql.SQL(", ").join(sql.Identifier("t", col.name) for col in columns)
+    order_join = sql.SQL("left join public.cust_order as o on o.order_id = t.order_id" if growing.through_order else "")
+    read = sql.SQL("copy (select {} from public.{} as t {} where {}) to stdout (format binary)").format(
+        source_columns_list, sql.Identifier(table), order_join, increment_filter(growing, window, watermark)
+    )
+    key = sql.Identifier(growing.key)
+    if mode == "full":
+        warehouse.execute(sql.SQL("truncate {}").format(staging))
+        rows = _stream(
+            source, warehouse, read, sql.SQL("copy {} ({}) from stdin (format binary)").format(staging, column_list)
+        )
+        high_water = sql.SQL("select max({}) from {}").format(key, staging)
+    else:
+        incoming = sql.Identifier("pacbook_incoming")
+        warehouse.execute(
+            sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(incoming, staging)
+        )
+        rows = _stream(
+            source, warehouse, read, sql.SQL("copy {} ({}) from stdin (format binary)").format(incoming, column_list)
+        )
+        # A row taken again (its night rerun, a late change) replaces its earlier copy: never doubled.
+        warehouse.execute(
+            sql.SQL("delete from {staging} as s using {incoming} as i where s.{key} = i.{key}").format(
+                staging=staging, incoming=incoming, key=key
+            )
+        )
+        warehouse.execute(
+            sql.SQL("insert into {} ({}) select {} from {}").format(staging, column_list, column_list, incoming)
+        )
+        high_water = sql.SQL("select max({}) from {}").format(key, incoming)
+    # greatest() ignores NULL: an empty increment keeps the mark; a full load sets it afresh.
+    warehouse.execute(
+        sql.SQL(
+            """
+            insert into audit.extraction_watermark (table_name, key_column, high_water_key, run_id)
+            select %(table)s, %(key)s, ({high_water}), %(run_id)s
+            on conflict (table_name) do update
+            set high_water_key = case when %(full)s then excluded.high_water_key
+                    else greatest(audit.extraction_watermark.high_water_key, excluded.high_water_key) end,
+                run_id = excluded.run_id,
+                updated_at = clock_timestamp()
+            """
+        ).format(high_water=high_water),
+        {"table": table, "key": growing.key, "run_id": run_id, "full": mode == "full"},
+    )
+    log.info("extract table=%s mode=%s rows=%d watermark_before=%s", table, mode, rows, watermark)
+    return rows, mode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from include.pacbook import config
@@ -40,11 +41,13 @@ def wait_for_source(first_poke_at, poke_seconds: int) -> bool:
     return False
 
 
-def extract_source_to_staging(run_id: str, full_refresh: bool = False) -> dict[str, int]:
-    """Copies the whole source and validates it; "future" dates are those after the copy."""
+def extract_source_to_staging(
+    run_id: str, interval_start: dt.datetime, interval_end: dt.datetime, full_refresh: bool = False
+) -> dict[str, int]:
+    """Loads the run's interval (the growing tables by increment, the small ones whole) and validates it."""
     from include.luigi_tasks.extract_source import extract_source
 
-    rows = extract_source(run_id, full_refresh=full_refresh)
+    rows = extract_source(run_id, full_refresh=full_refresh, interval=(interval_start, interval_end))
     log.info("extracted %d rows from %d tables", sum(rows.values()), len(rows))
     return rows
 

@@ -58,15 +58,30 @@ where order_date >= %(since)s and order_date < %(until)s
 _WAREHOUSE_ORDERS = """
 select count(*) from dwh.fct_order_fulfilment where order_date >= %(since)s and order_date < %(until)s
 """
-# Quarantined lines and orders of this run, with the order they claim; the source says which window
-# each falls in (an orphan line's order does not exist there, so it is in neither side's count).
+# Quarantined lines and orders still missing from the warehouse, with the order they claim; the
+# source says which window each falls in (an orphan line's order does not exist there, so it is in
+# neither side's count). Increments quarantine a bad row on the night it arrives, so every run's
+# quarantine counts: the latest copy of each key, unless the key has since loaded (fixed at the
+# source); rows without a key can only be told apart within one run, so those count for this run.
 _QUARANTINED_LINES = """
-select (source_row->>'order_id')::bigint, coalesce((source_row->>'price')::numeric, 0)
-from quarantine.order_line where run_id = %(run_id)s
+with quarantined as (
+    select distinct on (coalesce(source_row->>'line_id', run_id || ctid::text)) run_id, source_row
+    from quarantine.order_line as q
+    where (source_row->>'line_id' is not null or run_id = %(run_id)s)
+      and not exists (select from staging.order_line as s where s.line_id::text = q.source_row->>'line_id')
+    order by coalesce(source_row->>'line_id', run_id || ctid::text), quarantined_at desc
+)
+select (source_row->>'order_id')::bigint, coalesce((source_row->>'price')::numeric, 0) from quarantined
 """
 _QUARANTINED_ORDERS = """
-select (source_row->>'order_date')::timestamp
-from quarantine.cust_order where run_id = %(run_id)s
+with quarantined as (
+    select distinct on (coalesce(source_row->>'order_id', run_id || ctid::text)) run_id, source_row
+    from quarantine.cust_order as q
+    where (source_row->>'order_id' is not null or run_id = %(run_id)s)
+      and not exists (select from staging.cust_order as s where s.order_id::text = q.source_row->>'order_id')
+    order by coalesce(source_row->>'order_id', run_id || ctid::text), quarantined_at desc
+)
+select (source_row->>'order_date')::timestamp from quarantined
 """
 
 

@@ -1,0 +1,16 @@
+-- Incremental extraction: how far each fast-growing source table has been loaded.
+create table if not exists audit.extraction_watermark (
+    table_name text primary key,
+    key_column text not null,
+    high_water_key bigint,
+    run_id text not null,
+    updated_at timestamptz not null default clock_timestamp()
+);
+comment on table audit.extraction_watermark is
+    'Per growing source table, the highest serial key loaded into staging: the next increment also takes '
+    'every row above it whatever its date, so rows recorded late are not missed. Written in the '
+    'transaction of the load; deleted rows here mean the next load of that table is a full one.';
+alter table audit.extract_load add column if not exists load_mode text not null default 'full';
+comment on column audit.extract_load.load_mode is
+    '"full": the table was replaced (small tables every night, growing tables on first load and '
+    'full_refresh); "increment": the interval''s rows and the late ones replaced their earlier copies.';
