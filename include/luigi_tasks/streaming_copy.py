@@ -161,7 +161,7 @@ def copy_table_to_staging(
     (or, on its first load and on ``full_refresh``, everything up to the window's end).
     """
     started_at = dt.datetime.now(dt.UTC)
-    growing = GROWING_TABLES.get(table) if window else None
+    growing = GROWING_TABLES.get(table)
     with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
         source.read_only = True
         columns = source_columns(source, table)
@@ -171,9 +171,14 @@ def copy_table_to_staging(
             columns, added = _ensure_staging_table(warehouse, table, columns)
             _record_added_columns(warehouse, run_id, table, added)
             if growing:
+                _ensure_loaded_at_column(warehouse, table)
+            if growing and window:
                 rows, mode = _load_growing_table(
                     source, warehouse, run_id, table, columns, growing, window, full_refresh
                 )
+            elif growing:
+                rows, mode = _replace_table(source, warehouse, table, columns), "full"
+                _record_watermark(warehouse, run_id, table, growing, mode)
             else:
                 rows, mode = _replace_table(source, warehouse, table, columns), "full"
             if rows == 0 and (mode == "full" or _source_is_empty(source, table)):
@@ -277,11 +282,6 @@ def _load_growing_table(
     full_refresh: bool,
 ) -> tuple[int, str]:
     staging = sql.Identifier("staging", table)
-    warehouse.execute(
-        sql.SQL("alter table {} add column if not exists {} timestamptz not null default now()").format(
-            staging, sql.Identifier(LOADED_AT_COLUMN)
-        )
-    )
     found = warehouse.execute(
         "select high_water_key from audit.extraction_watermark where table_name = %s for update", (table,)
     ).fetchone()
@@ -299,7 +299,7 @@ def _load_growing_table(
         rows = _stream(
             source, warehouse, read, sql.SQL("copy {} ({}) from stdin (format binary)").format(staging, column_list)
         )
-        high_water = sql.SQL("select max({}) from {}").format(key, staging)
+        high_water = None
     else:
         incoming = sql.Identifier("pacbook_incoming")
         warehouse.execute(
@@ -318,6 +318,28 @@ def _load_growing_table(
             sql.SQL("insert into {} ({}) select {} from {}").format(staging, column_list, column_list, incoming)
         )
         high_water = sql.SQL("select max({}) from {}").format(key, incoming)
+    _record_watermark(warehouse, run_id, table, growing, mode, high_water)
+    log.info("extract table=%s mode=%s rows=%d watermark_before=%s", table, mode, rows, watermark)
+    return rows, mode
+
+
+def _ensure_loaded_at_column(warehouse, table: str) -> None:
+    """Every row of a growing table carries when it reached staging (the load's transaction time)."""
+    warehouse.execute(
+        sql.SQL("alter table {} add column if not exists {} timestamptz not null default now()").format(
+            sql.Identifier("staging", table), sql.Identifier(LOADED_AT_COLUMN)
+        )
+    )
+
+
+def _record_watermark(
+    warehouse, run_id: str, table: str, growing: GrowingTable, mode: str, high_water: sql.Composable | None = None
+) -> None:
+    """Sets the table's watermark to the highest key staged (a full load) or raises it (an increment)."""
+    if high_water is None:
+        high_water = sql.SQL("select max({}) from {}").format(
+            sql.Identifier(growing.key), sql.Identifier("staging", table)
+        )
     # greatest() ignores NULL: an empty increment keeps the mark; a full load sets it afresh.
     warehouse.execute(
         sql.SQL(
@@ -333,5 +355,3 @@ def _load_growing_table(
         ).format(high_water=high_water),
         {"table": table, "key": growing.key, "run_id": run_id, "full": mode == "full"},
     )
-    log.info("extract table=%s mode=%s rows=%d watermark_before=%s", table, mode, rows, watermark)
-    return rows, mode

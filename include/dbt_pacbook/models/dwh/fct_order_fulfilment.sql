@@ -1,16 +1,32 @@
-{{ config(materialized='table') }}
+{{
+    config(
+        materialized='incremental',
+        unique_key='order_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        indexes=[{'columns': ['order_id'], 'unique': true}],
+    )
+}}
+
+-- depends_on: {{ ref('stg_pacbook__order_line') }} (read by orders_loaded_since_last_build)
 
 with
 
 orders as (
 
     select * from {{ ref('stg_pacbook__cust_order') }}
+    {% if is_incremental() -%}
+        where order_id in ({{ orders_loaded_since_last_build() }})
+    {%- endif %}
 
 ),
 
 order_history as (
 
     select * from {{ ref('stg_pacbook__order_history') }}
+    {% if is_incremental() -%}
+        where order_id in ({{ orders_loaded_since_last_build() }})
+    {%- endif %}
 
 ),
 
@@ -29,6 +45,9 @@ latest_statuses as (
 order_lines as (
 
     select * from {{ ref('fct_sales') }}
+    {% if is_incremental() -%}
+        where order_id in ({{ orders_loaded_since_last_build() }})
+    {%- endif %}
 
 ),
 
@@ -65,7 +84,8 @@ order_totals as (
         min(order_status_key) as order_status_key,
         count(*) as order_line_count,
         sum(sales_amount) as order_amount,
-        sum(shipping_cost_allocated) as shipping_cost
+        sum(shipping_cost_allocated) as shipping_cost,
+        max(loaded_at) as lines_loaded_at
 
     from order_lines
     group by order_id
@@ -86,7 +106,8 @@ timeline as (
         milestones.returned_at,
         latest_statuses.latest_order_status,
         latest_statuses.status_event_count,
-        latest_statuses.is_net_revenue
+        latest_statuses.is_net_revenue,
+        greatest(orders.loaded_at, latest_statuses.status_loaded_at) as rows_loaded_at
 
     from orders
     left join milestones
@@ -166,7 +187,9 @@ final as (
         coalesce(order_totals.order_amount, 0.00) as order_amount,
         coalesce(order_totals.shipping_cost, 0.00) as shipping_cost,
         checked.sequence_issue is not null as has_impossible_sequence,
-        checked.sequence_issue
+        checked.sequence_issue,
+        -- the latest arrival among the rows the order was built from (incremental builds)
+        greatest(checked.rows_loaded_at, order_totals.lines_loaded_at) as loaded_at
 
     from checked
     left join order_totals

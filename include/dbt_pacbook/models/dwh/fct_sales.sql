@@ -1,14 +1,32 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='order_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        indexes=[{'columns': ['order_id']}, {'columns': ['line_id'], 'unique': true}],
+    )
+}}
+
+-- depends_on: {{ ref('stg_pacbook__order_history') }} (read by orders_loaded_since_last_build)
+
 with
 
 order_lines as (
 
     select * from {{ ref('stg_pacbook__order_line') }}
+    {% if is_incremental() -%}
+        where order_id in ({{ orders_loaded_since_last_build() }})
+    {%- endif %}
 
 ),
 
 orders as (
 
     select * from {{ ref('stg_pacbook__cust_order') }}
+    {% if is_incremental() -%}
+        where order_id in ({{ orders_loaded_since_last_build() }})
+    {%- endif %}
 
 ),
 
@@ -72,6 +90,8 @@ orders_resolved as (
     select
         orders.order_id,
         orders.order_date,
+        orders.loaded_at as order_loaded_at,
+        order_statuses.status_loaded_at,
         orders.customer_id,
         customers.customer_key,
         orders.shipping_method_id,
@@ -152,7 +172,13 @@ final as (
         orders_resolved.order_shipping_cost,
         lines_ranked.order_line_count::integer as order_line_count,
         orders_resolved.latest_order_status,
-        orders_resolved.is_net_revenue
+        orders_resolved.is_net_revenue,
+        -- the latest arrival among the rows the order's facts were built from (incremental builds)
+        greatest(
+            orders_resolved.order_loaded_at,
+            max(lines_ranked.loaded_at) over (partition by lines_ranked.order_id),
+            orders_resolved.status_loaded_at
+        ) as loaded_at
 
     from lines_ranked
     inner join orders_resolved

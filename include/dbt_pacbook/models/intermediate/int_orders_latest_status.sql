@@ -24,6 +24,7 @@ history_ranked as (
         order_history.order_id,
         order_history.history_id,
         order_history.status_date,
+        order_history.loaded_at,
         order_status.order_status,
         row_number() over (
             partition by order_history.order_id
@@ -41,6 +42,7 @@ history_summary as (
     select
         order_id,
         count(*) as status_event_count,
+        max(loaded_at) as status_loaded_at,
         bool_or(order_status = 'Cancelled') as has_cancelled_event,
         bool_or(order_status = 'Returned') as has_returned_event
 
@@ -57,6 +59,7 @@ final as (
         latest.status_date as latest_status_date,
         latest.history_id as latest_history_id,
         coalesce(history_summary.status_event_count, 0) as status_event_count,
+        history_summary.status_loaded_at,
         coalesce(history_summary.has_cancelled_event, false) as has_cancelled_event,
         coalesce(history_summary.has_returned_event, false) as has_returned_event,
         coalesce(latest.order_status not in ('Cancelled', 'Returned'), true) as is_net_revenue

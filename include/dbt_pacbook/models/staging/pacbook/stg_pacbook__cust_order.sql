@@ -13,7 +13,8 @@ renamed as (
         customer_id,
         shipping_method_id,
         dest_address_id as destination_address_id,
-        order_date
+        order_date,
+        _pacbook_loaded_at as loaded_at
 
     from source
 

@@ -12,7 +12,8 @@ renamed as (
         history_id,
         order_id,
         status_id as order_status_id,
-        status_date
+        status_date,
+        _pacbook_loaded_at as loaded_at
 
     from source
 

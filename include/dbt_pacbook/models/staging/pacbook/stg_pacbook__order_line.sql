@@ -12,7 +12,8 @@ renamed as (
         line_id,
         order_id,
         book_id,
-        price
+        price,
+        _pacbook_loaded_at as loaded_at
 
     from source
 
