@@ -115,8 +115,9 @@ def pacbook_warehouse():
 
         from include.pacbook.pipeline import start_run, wait_for_source
 
-        start_run(dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *_interval(dag_run))
-        return wait_for_source(ti.get_first_reschedule_date(get_current_context()), SOURCE_POKE_SECONDS)
+        interval = _interval(dag_run)
+        start_run(dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *interval)
+        return wait_for_source(ti.get_first_reschedule_date(get_current_context()), SOURCE_POKE_SECONDS, interval[1])
 
     @task.branch(execution_timeout=timedelta(minutes=1))
     def extract_or_check(params=None) -> str:

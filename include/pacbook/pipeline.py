@@ -20,14 +20,13 @@ class SourceNotReadyError(RuntimeError):
     """The source stayed unready for the whole wait; the message says what was wrong at the last look."""
 
 
-def wait_for_source(first_poke_at, poke_seconds: int) -> bool:
-    """One poke of the source sensor. Gives up one poke before Airflow's own timeout would, so the
-    failure says *why* the source is not ready instead of only that time ran out."""
-    import datetime as dt
-
+def wait_for_source(first_poke_at, poke_seconds: int, interval_end: dt.datetime) -> bool:
+    """One poke of the source sensor: is there data up to the night's end? Gives up one poke before
+    Airflow's own timeout would, so the failure says *why* the source is not ready instead of only
+    that time ran out."""
     from include.pacbook.source_checks import check_source_ready
 
-    readiness = check_source_ready(config.source_uri())
+    readiness = check_source_ready(config.source_uri(), interval_end)
     log.info("source_ready: %s", readiness.reason)
     if readiness.ready:
         return True
