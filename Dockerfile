@@ -36,8 +36,11 @@ RUN PACBOOK_DBT_HOST=localhost PACBOOK_DBT_PORT=5432 PACBOOK_DBT_USER=dbt_parse 
     && test -s target/manifest.json \
     && rm -rf logs \
     && mkdir -p /opt/airflow/plugins /opt/airflow/logs /opt/airflow/.state/cosmos /opt/airflow/.state/runtime \
-    && chmod -R g+rwX /opt/airflow/.state target
+        /opt/airflow/files \
+    && chmod -R g+rwX /opt/airflow/.state /opt/airflow/files target
 
+# /opt/airflow/files is where docker-compose.yaml mounts the shared volume of the pipeline's folders
+# (landing, bronze, exports, reports): a new volume takes this folder's owner and mode.
 # Any AIRFLOW_UID works with group 0 (the official image's convention); the default is airflow.
 WORKDIR /opt/airflow
 # hadolint ignore=DL3066

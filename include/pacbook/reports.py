@@ -298,7 +298,12 @@ def build_daily_report(conn: psycopg.Connection, report_date: dt.date, run_id: s
             chart_alt=f"Gross and net revenue per day, the {DAILY_TREND_DAYS} days up to {report_date}",
             tables=[trend],
         ),
-        Section("Top books", tables=[top_books]),
+        Section(
+            "Top books",
+            chart=_top_books_chart(top_books, f"on {report_date:%d %B %Y}"),
+            chart_alt=_top_books_alt(top_books, f"on {report_date}"),
+            tables=[top_books],
+        ),
         Section("New customers", intro="Pseudonymous ids only, as in the marts.", tables=[new_customers]),
         Section("Data quality", tables=[rejected], notes=[rejected_note]),
     ]
@@ -545,7 +550,12 @@ def build_month_end_report(conn: psycopg.Connection, report_date: dt.date, run_i
             chart_alt=f"Gross revenue per day in {month:%B %Y}",
             tables=[daily],
         ),
-        Section("Top books", tables=[top_books]),
+        Section(
+            "Top books",
+            chart=_top_books_chart(top_books, f"in {month:%B %Y}"),
+            chart_alt=_top_books_alt(top_books, f"in {month:%B %Y}"),
+            tables=[top_books],
+        ),
         Section(
             "Customer segments",
             chart=_segments_chart(segments.rows),
@@ -695,6 +705,43 @@ def _daily_month_chart(rows: Sequence[tuple], month: dt.date) -> str:
     axes.set_xlabel("day of the month", fontsize=8.5, color="#444")
     _style(axes, f"Gross revenue per day, {month:%B %Y}")
     return _png(figure)
+
+
+def _top_books_alt(table: Table, period: str) -> str:
+    if not table.rows:
+        return f"Top books by gross revenue {period}: no books sold"
+    return f"Top books by gross revenue {period}: the {len(table.rows)} best-selling books, with the number sold"
+
+
+def _top_books_chart(table: Table, period: str) -> str:
+    """The top-books table as bars: gross revenue per book, the best on top, books sold beside each bar."""
+    if not table.rows:
+        return _empty_chart(f"No books sold {period}")
+    return _png(_top_books_figure(table, period))
+
+
+def _top_books_figure(table: Table, period: str):
+    # By column name: the daily table (dwh.fct_sales) and the month's (marts.book_sales_monthly) differ in shape.
+    column = {name: position for position, name in enumerate(table.columns)}
+    rank, book, title, sold, revenue = (
+        column[name] for name in ("rank", "book_id", "title", "quantity", "gross_revenue")
+    )
+    rows = table.rows[::-1]  # barh draws from the bottom up: rank 1 goes on top
+    figure = _figure(height=1.2 + 0.28 * len(rows))
+    axes = figure.add_subplot()
+    positions = range(len(rows))
+    bars = axes.barh(positions, [float(row[revenue]) for row in rows], color=ACCENT, height=0.7)
+    # The rank keeps two books of the same title apart; a book missing from dim_book still gets a name.
+    names = [f"{row[rank]}. {_shorten(row[title] or f'book {row[book]}', 40)}" for row in rows]
+    axes.set_yticks(list(positions), names)
+    axes.bar_label(bars, [f"{row[sold]:,} sold" for row in rows], padding=3, fontsize=8, color="#444")
+    axes.margins(x=0.12)  # room for the labels at the end of the longest bar
+    axes.set_xlabel("Gross revenue", fontsize=8.5, color="#444")
+    axes.set_ylabel("Book", fontsize=8.5, color="#444")
+    _style(axes, f"Top {len(rows)} books by gross revenue {period}")
+    axes.grid(axis="x", color="#e5e5e5", linewidth=0.8)
+    axes.grid(axis="y", visible=False)
+    return figure
 
 
 def _segments_chart(rows: Sequence[tuple]) -> str:

@@ -1,8 +1,9 @@
 """The container deployment files, checked without a Docker engine.
 
 Dockerfile, docker-compose.yaml, .env and .dockerignore against the code they deploy: the compose file
-validates, every setting the code needs reaches the Airflow containers, the image installs the same
-pins as the native path, every mounted host path exists, and .env holds local-development values only.
+validates, every setting the code needs reaches the Airflow containers, the pipeline's folders are on
+one volume every Airflow container shares, the image installs the same pins as the native path, every
+mounted host path exists, and .env holds local-development values only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,6 +41,8 @@ AIRFLOW_SERVICES = (
 # Services that run a task or a DAG file, and so import include/pacbook/config.py.
 CODE_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
 PROFILES = ("debug", "demo")
+# The named volume that holds the pipeline's folders for every Airflow container.
+FILES_VOLUME = "pacbook-files"
 
 
 # --- reading the files -----------------------------------------------------------------------------
@@ -236,6 +239,83 @@ def native_airflow_settings() -> set[str]:
     return names
 
 
+# config.py's folders that stay with each container, and why; every other folder it reads is shared.
+NOT_SHARED_FOLDERS = {
+    "PACBOOK_STATE_DIR": "a container's own scratch space (dbt docs build, Cosmos cache), set by the image",
+    "PACBOOK_SMTP_SINK_DIR": "the catching SMTP server of `make run`; the container stack mails to mailpit",
+    "PACBOOK_REAL_DATA_DIR": "the test suite's copy of the real PacBook data",
+}
+
+
+def folder_variables() -> dict[str, str]:
+    """The ``PACBOOK_*`` variables config.py reads in functions that return a ``Path``: name -> function."""
+    tree = ast.parse(CONFIG_PY.read_text())
+    found = {}
+    for function in tree.body:
+        if not isinstance(function, ast.FunctionDef) or function.returns is None:
+            continue
+        if ast.unparse(function.returns) != "Path":
+            continue
+        for call in (n for n in ast.walk(function) if isinstance(n, ast.Call) and n.args):
+            name = call.args[0]
+            literal = isinstance(name, ast.Constant) and isinstance(name.value, str)
+            if ast.unparse(call.func) == "_env" and literal and name.value.startswith("PACBOOK_"):
+                found[name.value] = function.name
+    return found
+
+
+def shared_folder_variables() -> set[str]:
+    """The folders every Airflow container must see alike: the landing zone, bronze, exports, reports, ..."""
+    return set(folder_variables()) - set(NOT_SHARED_FOLDERS)
+
+
+def airflow_image_services(compose: dict) -> dict[str, dict]:
+    """Every service that runs the project's image (the Airflow components and the profiles' one-offs)."""
+    image = compose["x-airflow-common"]["image"]
+    return {name: service for name, service in compose["services"].items() if service.get("image") == image}
+
+
+def mounts(service: dict) -> list[dict]:
+    """The service's volumes as {type, source, target, read_only}, from the short or the long syntax."""
+    found = []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            found.append(
+                {
+                    "type": volume.get("type", "volume"),
+                    "source": volume.get("source", ""),
+                    "target": volume["target"],
+                    "read_only": bool(volume.get("read_only")),
+                }
+            )
+            continue
+        source, target, *options = volume.split(":")
+        kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+        read_only = "ro" in ",".join(options).split(",")
+        found.append({"type": kind, "source": source, "target": target, "read_only": read_only})
+    return found
+
+
+def assert_folders_on_the_files_volume(name: str, service: dict) -> PurePosixPath:
+    """The service mounts the files volume once, writable, and each shared folder variable points inside it."""
+    files = [m for m in mounts(service) if m["type"] == "volume" and m["source"] == FILES_VOLUME]
+    assert len(files) == 1, f"{name}: mounts the volume {FILES_VOLUME} {len(files)} times, not once"
+    assert not files[0]["read_only"], f"{name}: {FILES_VOLUME} is read-only"
+    root = PurePosixPath(files[0]["target"])
+    assert root.is_absolute(), f"{name}: {FILES_VOLUME} is mounted at a relative path {root}"
+    others = [m for m in mounts(service) if m not in files]
+    shadowing = [m["target"] for m in others if PurePosixPath(m["target"]).is_relative_to(root)]
+    assert not shadowing, f"{name}: {shadowing} hides part of {FILES_VOLUME} from this container"
+    environment = service_env(service)
+    for variable in sorted(shared_folder_variables()):
+        value = environment.get(variable, "")
+        assert value, f"{name}: {variable} is not set, so it falls back to a folder inside the container"
+        folder = PurePosixPath(value)
+        assert folder.is_absolute() and ".." not in folder.parts, f"{name}: {variable}={value} is not a plain path"
+        assert folder.is_relative_to(root) and folder != root, f"{name}: {variable}={value} is not inside {root}"
+    return root
+
+
 # --- docker compose, when the CLI plugin is here ------------------------------------------------------
 
 
@@ -302,6 +382,14 @@ def test_compose_config_validates():
         assert not missing, f"{name}: docker compose resolves no value for {missing}"
         undeclared = sorted(OPTIONAL_SETTINGS - set(environment))
         assert not undeclared, f"{name}: optional settings not passed through: {undeclared}"
+    # The shared folders as docker compose itself resolves them (long volume syntax, merged anchors).
+    image = services["airflow-apiserver"]["image"]
+    roots = {
+        assert_folders_on_the_files_volume(name, service)
+        for name, service in services.items()
+        if service.get("image") == image
+    }
+    assert len(roots) == 1, f"{FILES_VOLUME} is mounted at different paths: {sorted(map(str, roots))}"
 
 
 # --- (2) every setting the code needs reaches the Airflow containers -----------------------------
@@ -322,6 +410,50 @@ def test_config_py_variables_without_default_are_set_for_airflow_services(compos
         environment = {**image_env, **service_env(compose["services"][name])}
         missing = sorted(v for v in required if not environment.get(v))
         assert not missing, f"{name}: no value for {missing} (config.py reads them without a default)"
+
+
+def test_config_py_folders_are_found():
+    folders = folder_variables()
+    # The parser must see the folders this check exists for; a shape change of config.py must fail loudly.
+    expected = {"PACBOOK_LANDING_DIR", "PACBOOK_REJECTED_DIR", "PACBOOK_BRONZE_DIR", "PACBOOK_EXPORTS_DIR"}
+    assert expected | {"PACBOOK_REPORTS_DIR"} <= shared_folder_variables(), folders
+    stale = sorted(set(NOT_SHARED_FOLDERS) - set(folders))
+    assert not stale, f"NOT_SHARED_FOLDERS names variables config.py no longer reads as folders: {stale}"
+
+
+def test_config_py_shared_folders_are_set_for_airflow_services(compose):
+    """A folder config.py reads with a default (under the container's own state dir) must still be set, to
+    one value for every container: else the landing sensor and the ingest task look in different places."""
+    image_env = dockerfile_env()
+    shared = shared_folder_variables()
+    values: dict[str, set[str]] = {variable: set() for variable in shared}
+    for name, service in airflow_image_services(compose).items():
+        environment = service_env(service)
+        missing = sorted(v for v in shared if not environment.get(v))
+        assert not missing, f"{name}: {missing} not set in docker-compose.yaml (config.py would use its default)"
+        in_image = sorted(v for v in shared if v in image_env)
+        assert not in_image, f"the Dockerfile sets {in_image}: keep the shared folders in docker-compose.yaml only"
+        for variable in shared:
+            values[variable].add(environment[variable])
+    differing = {variable: sorted(found) for variable, found in values.items() if len(found) != 1}
+    assert not differing, f"the Airflow containers disagree on {differing}"
+    folders = [next(iter(found)) for found in values.values()]
+    assert len(set(folders)) == len(folders), f"two folder variables share a folder: {sorted(folders)}"
+
+
+def test_every_airflow_service_shares_the_files_volume(compose):
+    services = airflow_image_services(compose)
+    assert set(AIRFLOW_SERVICES) <= set(services), "an Airflow service does not run the project's image"
+    assert FILES_VOLUME in (compose.get("volumes") or {}), f"the volume {FILES_VOLUME} is not declared"
+    roots = {name: assert_folders_on_the_files_volume(name, service) for name, service in services.items()}
+    assert len(set(roots.values())) == 1, f"{FILES_VOLUME} is mounted at different paths: {roots}"
+    # Outside the container's own state folder, which is not shared.
+    state = PurePosixPath(dockerfile_env()["PACBOOK_STATE_DIR"])
+    root = next(iter(roots.values()))
+    assert not root.is_relative_to(state) and not state.is_relative_to(root)
+    # A new volume takes the image's folder as it is: the image must create it for the Airflow user.
+    created = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "RUN" and "mkdir" in args)
+    assert str(root) in created.split(), f"the image does not create {root}: a new volume would be root's"
 
 
 def test_pacbook_connections_point_at_the_compose_database(compose):
@@ -348,7 +480,12 @@ def test_native_airflow_setting_names_are_all_set_in_the_image_or_compose(compos
 
 def test_airflow_components_share_one_configuration(compose):
     """Same JWT secret, metadata database and connections for every component."""
-    shared = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__EXECUTOR")
+    shared = (
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__EXECUTOR",
+        *sorted(shared_folder_variables()),
+    )
     reference = service_env(compose["services"]["airflow-apiserver"])
     assert reference["AIRFLOW__API_AUTH__JWT_SECRET"], "the JWT secret is empty"
     for name in AIRFLOW_SERVICES:

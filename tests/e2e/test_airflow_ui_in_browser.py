@@ -4,7 +4,8 @@ The run is triggered through the REST API (with ``full_refresh``) on the package
 then headless Chromium logs in through the simple auth manager's own login form, opens the run's grid
 and reads the rendered page: the run's state, the Cosmos task groups and, expanded, every dbt task of
 each layer with its state colour and tooltip. Screenshots and page sources land in ``test-output/``;
-the grid screenshot is also copied to ``docs/img/airflow_grid.png`` for the README.
+the grid screenshot is also copied to ``docs/img/airflow_grid.png`` for the README when that file is
+missing (delete it to take a new one), so a test run leaves the tracked picture alone.
 """
 
 from __future__ import annotations
@@ -119,8 +120,9 @@ def test_ui_shows_the_green_run_with_every_cosmos_group_and_dbt_task(airflow, po
 
     grid_png = assert_ui_shows_run(airflow, run["dag_run_id"], states, output_dir)
 
-    README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid_png, README_IMAGE)
+    if not README_IMAGE.exists():  # the README's picture; delete it to take a new one
+        README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(grid_png, README_IMAGE)
 
 
 def assert_ui_shows_run(stack: AirflowStack, run_id: str, states: dict[str, str], evidence: Path) -> Path:

@@ -6,18 +6,27 @@ from __future__ import annotations
 import base64
 import csv
 import datetime as dt
+import io
 import re
 import shutil
 from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 
 import psycopg
 import pytest
+from PIL import Image
 
 from include.pacbook import config
 from include.pacbook.headless_browser import screenshot
 from include.pacbook.reports import (
+    ACCENT,
+    BAND,
     ReportError,
+    Table,
+    _top_books_alt,
+    _top_books_chart,
+    _top_books_figure,
     is_month_end,
     publish_dbt_docs,
     write_daily_report,
@@ -29,6 +38,20 @@ from tests.reports import BuiltWarehouse, build_warehouse
 
 RUN_ID = "scheduled__files_out_test"
 README_SCREENSHOT = config.PROJECT_ROOT / "docs" / "img" / "month_end_report.png"
+
+# The charts each page must show, found by their alt text (what a screen reader says): name -> pattern.
+DAILY_CHARTS = {
+    "revenue per day": r"^Gross and net revenue per day\b",
+    "top books": r"^Top books by gross revenue on ",
+}
+MONTH_END_CHARTS = {
+    "monthly trend with forecast": r"^Monthly gross revenue .*\bforecast\b.*\binterval\b",
+    "day by day": r"^Gross revenue per day in ",
+    "top books": r"^Top books by gross revenue in ",
+    "segments": r"\bper RFM segment\b",
+    "margin by publisher": r"\bmargin\b.*\bpublishers\b",
+    "days to repeat": r"\baverage days between orders\b",
+}
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +127,50 @@ def csv_rows(path: Path, columns: list[str] | None = None) -> list[list[str]]:
     return [[row[c] for c in columns] for row in rows]
 
 
-def embedded_pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(data) for data in re.findall(r'<img[^>]+src="data:image/png;base64,([^"]+)"', html)]
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append({name: value or "" for name, value in attrs})
+
+
+def charts_by_alt(html: str) -> dict[str, bytes]:
+    """Every image of the page as alt text -> PNG bytes; each must be an embedded PNG with its own alt text."""
+    parser = _Images()
+    parser.feed(html)
+    charts: dict[str, bytes] = {}
+    for image in parser.images:
+        alt, src = image.get("alt", "").strip(), image.get("src", "")
+        assert alt, f"an image without alt text: {src[:60]}"
+        assert alt not in charts, f"two charts with the alt text {alt!r}"
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix), f"{alt!r} is not an embedded PNG"
+        charts[alt] = base64.b64decode(src[len(prefix) :], validate=True)
+        assert charts[alt].startswith(b"\x89PNG\r\n\x1a\n"), f"{alt!r} is not a PNG"
+    return charts
+
+
+def required_charts(html: str, required: dict[str, str]) -> dict[str, tuple[str, bytes]]:
+    """name -> (alt, PNG) for each required chart; fails naming the charts missing or matched twice."""
+    charts = charts_by_alt(html)
+    found = {name: [alt for alt in charts if re.search(pattern, alt, re.I)] for name, pattern in required.items()}
+    missing = sorted(name for name, alts in found.items() if not alts)
+    assert not missing, f"charts missing: {missing}; the page has {sorted(charts)}"
+    ambiguous = {name: alts for name, alts in found.items() if len(alts) > 1}
+    assert not ambiguous, f"more than one chart matches: {ambiguous}"
+    unexpected = sorted(set(charts) - {alts[0] for alts in found.values()})
+    assert not unexpected, f"charts nobody asked for (add them to the required list): {unexpected}"
+    return {name: (alts[0], charts[alts[0]]) for name, alts in found.items()}
+
+
+def pixels(png: bytes, colour: str = ACCENT) -> int:
+    """Pixels of exactly that colour: by default the accent of the bars; none on the 'no data' placeholder."""
+    wanted = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return sum(count for count, found in image.getcolors(maxcolors=1 << 24) if found == wanted)
 
 
 def test_month_end_is_the_last_day_of_a_month():
@@ -115,6 +180,44 @@ def test_month_end_is_the_last_day_of_a_month():
         and is_month_end(dt.date(2023, 12, 31))
     )
     assert not is_month_end(dt.date(2024, 2, 28)) and not is_month_end(dt.date(2024, 3, 1))
+
+
+TOP_BOOKS_COLUMNS = {
+    "daily": ["rank", "book_id", "title", "primary_author_name", "quantity", "gross_revenue"],
+    "month_end": ["rank", "book_id", "title", "quantity", "gross_revenue", "cumulative_quantity"],
+}
+
+
+@pytest.mark.parametrize("report", sorted(TOP_BOOKS_COLUMNS))
+def test_top_books_chart_draws_the_top_books_table(report):
+    """One bar per row of the top-books table, rank 1 on top, its revenue as the bar, books sold beside it."""
+    books = [  # rank, book_id, title, quantity, gross_revenue
+        (1, 11, "Same title", 7, Decimal("120.50")),
+        (2, 12, "Same title", 9, Decimal("99.99")),
+        (3, 13, None, 1, Decimal("5.00")),  # a book missing from dim_book
+    ]
+    values = [
+        {"rank": r, "book_id": b, "title": t, "quantity": q, "gross_revenue": g, "primary_author_name": "An Author"}
+        for r, b, t, q, g in books
+    ]
+    columns = TOP_BOOKS_COLUMNS[report]
+    table = Table(f"{report}_top_books.csv", columns, [tuple(v.get(c, 100) for c in columns) for v in values])
+    (axes,) = _top_books_figure(table, "in March 2024").axes
+    assert axes.get_title(loc="left") == "Top 3 books by gross revenue in March 2024"
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("Gross revenue", "Book")
+    top_down = sorted(axes.patches, key=lambda bar: -bar.get_y())
+    assert [bar.get_width() for bar in top_down] == [120.5, 99.99, 5.0]
+    labels = zip(axes.get_yticks(), axes.get_yticklabels(), strict=True)
+    ticks = {round(tick): label.get_text() for tick, label in labels}
+    names = [ticks[round(bar.get_y() + bar.get_height() / 2)] for bar in top_down]
+    assert names == ["1. Same title", "2. Same title", "3. book 13"]
+    assert sorted(text.get_text() for text in axes.texts) == ["1 sold", "7 sold", "9 sold"]
+    assert pixels(base64.b64decode(_top_books_chart(table, "in March 2024"))) > 2_000
+
+    empty = Table(table.file, columns, [])
+    placeholder = base64.b64decode(_top_books_chart(empty, "in March 2024"))
+    assert placeholder.startswith(b"\x89PNG") and pixels(placeholder) == 0
+    assert _top_books_alt(empty, "in March 2024") == "Top books by gross revenue in March 2024: no books sold"
 
 
 def test_daily_report_numbers_match_the_warehouse(warehouse, busy_day, reports_dir, output_dir):
@@ -189,8 +292,11 @@ def test_daily_report_numbers_match_the_warehouse(warehouse, busy_day, reports_d
     html = (folder / "daily.html").read_text()
     assert RUN_ID in html and busy_day.isoformat() in html and "Generated" in html
     assert 'href="month_end.html"' not in html  # not a month end: no link to a page that does not exist
-    pngs = embedded_pngs(html)
-    assert pngs and all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs)
+    charts = required_charts(html, DAILY_CHARTS)
+    alt, png = charts["top books"]
+    assert f"the {len(top)} best-selling books" in alt, alt
+    assert pixels(png) > 2_000, "the top-books chart draws no bars"
+    assert pixels(charts["revenue per day"][1]) > 0, "the report date's bar is not highlighted"
     shot = screenshot((folder / "daily.html").as_uri(), output_dir / "daily_report.png", height=2400)
     assert shot.stat().st_size > 20_000
 
@@ -309,8 +415,12 @@ def test_month_end_report_numbers_match_the_marts(warehouse, reports_dir, output
 
     html = (folder / "month_end.html").read_text()
     assert RUN_ID in html and month_end.isoformat() in html
-    pngs = embedded_pngs(html)
-    assert len(pngs) >= 5 and all(png.startswith(b"\x89PNG\r\n\x1a\n") for png in pngs)
+    charts = required_charts(html, MONTH_END_CHARTS)
+    alt, png = charts["top books"]
+    assert f"in {month:%B %Y}: the {len(top_books)} best-selling books" in alt, alt
+    for name in ("top books", "segments", "margin by publisher", "days to repeat", "day by day"):
+        assert pixels(charts[name][1]) > 500, f"the {name} chart draws no bars"
+    assert pixels(charts["monthly trend with forecast"][1], BAND) > 500, "the forecast's 80% interval is not drawn"
     assert 'href="daily.html"' in html
     shot = screenshot((folder / "month_end.html").as_uri(), output_dir / "month_end_report.png", height=2000)
     assert shot.stat().st_size > 50_000
