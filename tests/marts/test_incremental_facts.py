@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from include.luigi_tasks.extract_source import extract_source
+from include.pacbook import config
+from include.pacbook.dbt_cli import dbt_env
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
 from tests.extract.test_incremental_extraction import AS_OF, NIGHTS, add_order, add_status, night
@@ -139,3 +146,157 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
     assert rebuilt["fct_sales"] == len(fact_rows(full, "fct_sales"))
     for model in FACT_COLUMNS:
         assert fact_rows(incremental, model) == fact_rows(full, model), model
+
+
+# Versioned attributes: a clean full load knows only today's customer and shipping price, so it
+# cannot have the versions the nights recorded; every other column must still be equal.
+UNVERSIONED_SALES = (
+    "order_id, line_id, book_key, date_key, geography_key, order_status_key, sales_amount, net_sales_amount, "
+    "latest_order_status"
+)
+
+
+def dbt_build_killed_at_fct_sales(warehouse: str, target: Path, day: dt.date) -> None:
+    """Starts the night's build, lets it run until it reaches fct_sales (held by a lock), kills it."""
+    command = [
+        str(Path(sys.executable).with_name("dbt")),
+        "build",
+        "--select",
+        "+fct_order_fulfilment",
+        "--exclude-resource-type",
+        "test",
+        "unit_test",
+        "--vars",
+        json.dumps({"snapshot_at": night(day)[1].strftime("%Y-%m-%d %H:%M:%S")}),
+        "--project-dir",
+        str(config.DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(config.DBT_PROJECT_DIR),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target),
+    ]
+    with psycopg.connect(warehouse) as blocker:
+        blocker.execute("lock table dwh.fct_sales in access exclusive mode")
+        build = subprocess.Popen(
+            command,
+            env=dbt_env(warehouse),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not query_one(
+                warehouse,
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike %s",
+                ("%fct_sales%",),
+            )[0]:
+                assert build.poll() is None, "dbt ended before it reached fct_sales"
+                assert time.monotonic() < deadline, "dbt never reached fct_sales"
+                time.sleep(0.2)
+        finally:
+            os.killpg(build.pid, signal.SIGKILL)
+            build.wait()
+        blocker.rollback()
+    # the killed build's session ends once its blocked statement runs and finds no client
+    deadline = time.monotonic() + 60
+    while query_one(warehouse, "select count(*) from pg_stat_activity where application_name = 'dbt'")[0]:
+        assert time.monotonic() < deadline, "the killed dbt build's session never ended"
+        time.sleep(0.2)
+
+
+def test_a_second_night_with_changes_versions_restates_and_survives_a_killed_build(
+    postgres, source, monkeypatch, tmp_path
+):
+    nightly = postgres.fresh_database("warehouse_second_night")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", nightly)
+    extract_source("night_1", interval=night(NIGHTS[0]), as_of=AS_OF)
+    build_facts(nightly, tmp_path / "night_1", NIGHTS[0])
+    customer, method = query_one(
+        source, "select customer_id, shipping_method_id from cust_order where order_id = 9000000"
+    )
+    old_order = query_one(
+        nightly,
+        "select max(order_id) from dwh.fct_sales where is_net_revenue and order_date < %s",
+        (NIGHTS[0] - dt.timedelta(days=60),),
+    )[0]
+    facts_of_customer = query_all(
+        nightly, "select line_id, customer_key from dwh.fct_sales where customer_id = %s order by line_id", (customer,)
+    )
+
+    # Before the second night: the customer changes email and moves, shipping gets dearer, an old
+    # order is returned, and two new orders arrive (night 2: the customer's; night 3: another one).
+    with psycopg.connect(source) as conn:
+        conn.execute("update customer set email = 'moved.reader@example.org' where customer_id = %s", (customer,))
+        new_address = conn.execute(
+            "insert into address select max(address_id) + 1, '7', 'Quay Street', 'Newtown', max(country_id) "
+            "from address returning address_id"
+        ).fetchone()[0]
+        conn.execute(
+            "insert into customer_address values (%s, %s, (select status_id from address_status "
+            "where address_status = 'Active'))",
+            (customer, new_address),
+        )
+        old_cost = conn.execute(
+            "update shipping_method set cost = cost + 1.00 where method_id = %s returning cost - 1.00", (method,)
+        ).fetchone()[0]
+        add_status(conn, old_order, RETURNED, dt.datetime.combine(NIGHTS[1], dt.time(15)))
+        add_order(conn, 9_000_001, dt.datetime.combine(NIGHTS[1], dt.time(11)))  # the first order's customer
+        add_order(conn, 9_000_002, dt.datetime.combine(NIGHTS[2], dt.time(11)))
+    extract_source("night_2", interval=night(NIGHTS[1]), as_of=AS_OF)
+    build_facts(nightly, tmp_path / "night_2", NIGHTS[1])
+
+    # SCD2: a second version from the night's end; the old facts keep the version they were sold to.
+    versions = query_all(
+        nightly,
+        "select valid_from, valid_to, is_current, city from dwh.dim_customer "
+        "where customer_id = %s order by valid_from",
+        (customer,),
+    )
+    end_2 = night(NIGHTS[1])[1].replace(tzinfo=None)
+    assert [(v[1], v[2]) for v in versions] == [(end_2, False), (dt.datetime(9999, 12, 31), True)]
+    assert versions[1][0] == end_2 and versions[1][3] == "Newtown"
+    assert query_one(nightly, "select count(*) from dwh.dim_shipping_method where method_id = %s", (method,))[0] == 2
+    assert (
+        query_all(
+            nightly,
+            "select line_id, customer_key from dwh.fct_sales where line_id = any(%s) order by line_id",
+            ([line for line, _ in facts_of_customer],),
+        )
+        == facts_of_customer
+    )
+    assert query_all(
+        nightly,
+        "select distinct latest_order_status, net_sales_amount from dwh.fct_sales where order_id = %s",
+        (old_order,),
+    ) == [("Returned", 0)]
+
+    # The third night's build is killed at fct_sales, then rerun: the facts as if nothing happened.
+    extract_source("night_3", interval=night(NIGHTS[2]), as_of=AS_OF)
+    before_kill = fact_rows(nightly, "fct_sales")
+    dbt_build_killed_at_fct_sales(nightly, tmp_path / "night_3_killed", NIGHTS[2])
+    assert fact_rows(nightly, "fct_sales") == before_kill
+    build_facts(nightly, tmp_path / "night_3", NIGHTS[2])
+    # an order placed after the change meets the new customer version and the new shipping price
+    placed_after = query_one(
+        nightly,
+        "select f.order_shipping_cost, c.is_current from dwh.fct_sales f "
+        "join dwh.dim_customer c using (customer_key) where f.order_id = 9000002 limit 1",
+    )
+    cost_before = query_one(nightly, "select order_shipping_cost from dwh.fct_sales where order_id = 9000001 limit 1")
+    if query_one(source, "select customer_id = %s from cust_order where order_id = 9000002", (customer,))[0]:
+        assert placed_after[1] is True
+    assert placed_after[0] == old_cost + 1 and cost_before[0] == old_cost
+
+    # Against a clean full load of the same source: the same lines, amounts and statuses.
+    full = postgres.fresh_database("warehouse_second_night_full")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", full)
+    extract_source("full", interval=night(NIGHTS[2]), as_of=AS_OF)
+    build_facts(full, tmp_path / "full", NIGHTS[2], "--full-refresh")
+    unversioned = f"select {UNVERSIONED_SALES} from dwh.fct_sales order by line_id"
+    assert query_all(nightly, unversioned) == query_all(full, unversioned)
+    totals = "select count(*), sum(sales_amount), sum(net_sales_amount) from dwh.fct_sales"
+    assert query_one(nightly, totals) == query_one(full, totals)
