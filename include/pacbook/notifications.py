@@ -116,15 +116,19 @@ class FailureNotice:
             return str(self.try_number)
         return f"{self.try_number} of {self.max_tries + 1}"
 
-    def subject(self) -> str:
+    def headline(self) -> str:
+        """What happened and its whole one-line cause (the cause is already cut to one line)."""
         what = {
             "task_failed": f"{self.task_id} failed",
             "retries_exhausted": f"{self.task_id} failed, retries exhausted",
             "dbt_test_failed": f"{self.task_id} dbt test failed",
             "deadline_missed": f"{self.dag_id} missed its deadline",
         }[self.kind]
+        return f"[PacBook] {what}: {self.cause}"
+
+    def subject(self) -> str:
         # A header: one line whatever the content.
-        return one_line(f"[PacBook] {what}: {self.cause}", 250)
+        return one_line(self.headline(), 250)
 
     def body(self) -> str:
         lines = [
@@ -194,7 +198,8 @@ def send_notice(notice: FailureNotice) -> dict[str, str]:
             outcome[name] = f"failed: {reason}"
             log.error("PacBook alert NOT delivered by %s (%s); the alert was: %s", name, reason, notice.as_json())
     if all(value == "sent" for value in outcome.values()):
-        log.info("PacBook alert sent (%s): %s", ", ".join(outcome), notice.subject())
+        # Often the log's last line: whole, unlike the e-mail's subject, and with where to look next.
+        log.info("PacBook alert sent (%s): %s | runbook: %s", ", ".join(outcome), notice.headline(), notice.runbook)
     return outcome
 
 

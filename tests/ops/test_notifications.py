@@ -176,6 +176,18 @@ def test_send_notice_delivers_a_real_email(smtp_sink, monkeypatch):
         assert expected in body.splitlines()
 
 
+def test_the_sent_alerts_log_line_carries_the_whole_cause_and_the_runbook(smtp_sink, caplog):
+    """The notifier's line is often the last of a failed task's log: an e-mail subject is cut, this is not."""
+    reason = "source not ready after waiting 33 s of 45 s: source database does not answer: " + "x" * 200
+    notice = notice_from_context(_context("source_ready", RuntimeError(reason), state="failed", max_tries=0))
+    assert len(notice.subject()) == 250 and notice.subject().endswith("…")
+    with caplog.at_level(logging.INFO, logger="include.pacbook.notifications"):
+        assert send_notice(notice) == {"email": "sent"}
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("PacBook alert sent")]
+    assert f"RuntimeError: {reason}" in line
+    assert line.endswith("| runbook: RUNBOOK.md#source-not-ready")
+
+
 def test_send_notice_posts_json_to_the_webhook(smtp_sink, webhook, monkeypatch):
     monkeypatch.setenv("PACBOOK_ALERT_WEBHOOK_URL", webhook.url)
     notice = notice_from_context(_context("forecast", ValueError("no history"), state="up_for_retry"))
