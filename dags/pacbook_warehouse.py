@@ -119,6 +119,21 @@ def pacbook_warehouse():
         start_run(dag_run.dag_id, dag_run.run_id, str(dag_run.run_type), *interval)
         return wait_for_source(ti.get_first_reschedule_date(get_current_context()), SOURCE_POKE_SECONDS, interval[1])
 
+    @task.sensor(
+        poke_interval=SOURCE_POKE_SECONDS,
+        timeout=config.warehouse_wait_seconds(),
+        mode="reschedule",
+        execution_timeout=timedelta(minutes=2),
+    )
+    def warehouse_free(dag_run=None, ti=None) -> bool:
+        """One run writes at a time: backfills run beside the nightly schedule."""
+        from airflow.sdk import get_current_context
+
+        from include.pacbook.pipeline import wait_for_warehouse
+
+        first_poke_at = ti.get_first_reschedule_date(get_current_context())
+        return wait_for_warehouse(dag_run.dag_id, dag_run.run_id, first_poke_at, SOURCE_POKE_SECONDS)
+
     @task.branch(execution_timeout=timedelta(minutes=1))
     def extract_or_check(params=None) -> str:
         return "check_extraction" if params["dry_run"] else "extract"
@@ -206,7 +221,7 @@ def pacbook_warehouse():
 
         return finish_run(dag_run.dag_id, dag_run.run_id)
 
-    route_extract = source_ready() >> extract_or_check()
+    route_extract = source_ready() >> warehouse_free() >> extract_or_check()
     route_extract >> check_extraction()
     route_dbt = route_extract >> extract() >> landing_files() >> ingest_landing_files() >> whole_project_or_selection()
     marts = route_dbt >> dbt_layer("staging") >> dbt_layer("dwh") >> dbt_layer("marts")

@@ -337,9 +337,10 @@ class AirflowStack:
         data engineer does: ``airflow backfill create`` (``use_cli``) or the REST call behind the UI's
         backfill form. The scheduler runs them (the DAG is unpaused meanwhile); returns the runs of
         those nights in the order they ran, once the backfill is complete."""
+        self.take_due_night(dag_id)
         if use_cli:
             args = [_airflow_bin(), "backfill", "create", "--dag-id", dag_id, "--from-date", from_date]
-            args += ["--to-date", to_date, "--reprocess-behavior", reprocess]
+            args += ["--to-date", to_date, "--reprocess-behavior", reprocess, "--max-active-runs", "1"]
             args += ["--dag-run-conf", json.dumps(conf or {})] + (["--run-backwards"] if run_backwards else [])
             known = {b["id"] for b in self.backfills(dag_id)}
             result = subprocess.run(args, env=self.env, capture_output=True, text=True, timeout=300)
@@ -373,6 +374,19 @@ class AirflowStack:
             if run.get("logical_date") and from_date <= run["logical_date"][:10] <= to_date
         ]
         return sorted(runs, key=lambda run: run["start_date"] or "")
+
+    def take_due_night(self, dag_id: str) -> None:
+        """Unpausing lets the scheduler create the latest night's run if nobody has run it yet; a dry
+        run with that night's logical date takes it first, so only the runs asked for write."""
+        dag = self.wait_for_dag(dag_id)
+        due = dag.get("next_dagrun_run_after")
+        night = dag.get("next_dagrun_logical_date")
+        if not (due and night and _parse_time(due) <= time.time()):
+            return
+        if any(run.get("logical_date") == night for run in self.dag_runs(dag_id)):
+            return
+        interval = (dag["next_dagrun_data_interval_start"], dag["next_dagrun_data_interval_end"])
+        self.run_dag(dag_id, {"dry_run": True}, logical_date=night, data_interval=interval, timeout=600)
 
     def backfills(self, dag_id: str) -> list[dict]:
         return self._request("GET", f"/api/v2/backfills?dag_id={urllib.parse.quote(dag_id)}&limit=100")["backfills"]

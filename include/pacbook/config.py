@@ -351,6 +351,11 @@ def landing_wait_seconds() -> int:
     return int(_env("PACBOOK_LANDING_WAIT_SECONDS", "300"))
 
 
+def warehouse_wait_seconds() -> int:
+    """How long a run waits for another run to finish writing the warehouse before it fails."""
+    return int(_env("PACBOOK_WAREHOUSE_WAIT_SECONDS", "21600"))
+
+
 def source_wait_seconds() -> int:
     """How long the first sensor waits for the source to answer and hold orders before the run fails."""
     return int(_env("PACBOOK_SOURCE_WAIT_SECONDS", "7200"))

@@ -71,6 +71,8 @@ def runbook_section_for(task_id: str | None, error_text: str | None) -> str:
         return "deadline-missed"
     if task == "source_ready" or "sensortimeout" in error or "sensor timeout" in error:
         return "source-not-ready"
+    if task == "warehouse_free":
+        return "warehouse-busy"
     if task == "extract":
         if "no longer matches" in error:
             return "schema-drift"

@@ -40,6 +40,28 @@ def wait_for_source(first_poke_at, poke_seconds: int, interval_end: dt.datetime)
     return False
 
 
+class WarehouseBusyError(RuntimeError):
+    """Another run kept the warehouse for the whole wait; the message names it."""
+
+
+def wait_for_warehouse(dag_id: str, run_id: str, first_poke_at, poke_seconds: int) -> bool:
+    """One poke of the warehouse gate: take the warehouse unless another running run writes it."""
+    from include.pacbook.pipeline_audit import take_warehouse
+
+    holder = take_warehouse(config.warehouse_uri(), dag_id, run_id)
+    if holder is None:
+        log.info("warehouse_free: run %s now holds the warehouse", run_id)
+        return True
+    log.info("warehouse_free: waiting, %s", holder)
+    waited = (dt.datetime.now(dt.UTC) - first_poke_at).total_seconds() if first_poke_at else 0.0
+    limit = config.warehouse_wait_seconds()
+    if waited + poke_seconds > limit:
+        raise WarehouseBusyError(
+            f"warehouse still busy after waiting {waited:.0f} s of {limit} s: {holder} (RUNBOOK.md#warehouse-busy)"
+        )
+    return False
+
+
 def extract_source_to_staging(
     run_id: str, interval_start: dt.datetime, interval_end: dt.datetime, full_refresh: bool = False
 ) -> dict[str, int]:

@@ -1,8 +1,10 @@
 """``audit.pipeline_run``: one row per DAG run, from its first task to its last.
 
-The first task marks the run started; the last one (``finish_run``, or ``check_extraction`` in a dry
-run) marks it done with the rows read, written and rejected per source table; the task audit
-listener marks it failed when any task fails for good. A clear-and-rerun starts the row again.
+The first task marks the run started, and the warehouse_free gate gives it the warehouse (one
+writing run at a time: backfills run beside the nightly schedule); the last one (``finish_run``, or
+``check_extraction`` in a dry run) marks it done with the rows read, written and rejected per source
+table; the task audit listener marks it failed when any task fails for good. A clear-and-rerun
+starts the row again.
 """
 
 from __future__ import annotations
@@ -29,11 +31,40 @@ def run_started(
             values (%s, %s, %s, %s, %s, 'running')
             on conflict (dag_id, run_id) do update set
                 status = 'running', started_at = clock_timestamp(), finished_at = null,
-                failed_task = null, error = null
+                failed_task = null, error = null, holds_warehouse_since = null
             where audit.pipeline_run.status <> 'running'
             """,
             (dag_id, run_id, run_type, interval_start, interval_end),
         )
+
+
+def take_warehouse(uri: str, dag_id: str, run_id: str) -> str | None:
+    """Gives the run the warehouse unless another running run holds it; returns that holder, if any.
+
+    The check and the take are one transaction under a lock on the table, so two runs asking at
+    once cannot both get it. A run that holds it and asks again (a cleared task) keeps it.
+    """
+    with warehouse.connect(uri) as conn, conn.transaction():
+        conn.execute("lock table audit.pipeline_run in share row exclusive mode")
+        holder = conn.execute(
+            """
+            select run_id, holds_warehouse_since from audit.pipeline_run
+            where status = 'running' and holds_warehouse_since is not null and (dag_id, run_id) <> (%s, %s)
+            order by holds_warehouse_since
+            limit 1
+            """,
+            (dag_id, run_id),
+        ).fetchone()
+        if holder:
+            return f"run {holder[0]} has held it since {holder[1]:%Y-%m-%d %H:%M:%S %Z}"
+        conn.execute(
+            """
+            update audit.pipeline_run set holds_warehouse_since = coalesce(holds_warehouse_since, clock_timestamp())
+            where dag_id = %s and run_id = %s
+            """,
+            (dag_id, run_id),
+        )
+    return None
 
 
 def run_failed(uri: str, dag_id: str, run_id: str, task_id: str, error: str | None) -> None:

@@ -22,7 +22,7 @@ PERMANENT_MARKERS = (
 )
 # Words that settle it even when the message quotes a transient error: the source sensor spent its
 # whole wait on "connection refused", and a retry would only wait as long again.
-FINAL_MARKERS = ("source not ready after waiting",)
+FINAL_MARKERS = ("source not ready after waiting", "warehouse still busy after waiting")
 # Words that mark a transient failure even inside a message that also names a permanent one.
 TRANSIENT_MARKERS = (
     "could not connect",

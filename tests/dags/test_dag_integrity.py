@@ -52,12 +52,12 @@ def test_every_sensor_reschedules_and_times_out(dagbag):
 
     dag = dagbag.dags[config.DAG_ID]
     sensors = {task.task_id: task for task in dag.tasks if isinstance(task, BaseSensorOperator)}
-    assert set(sensors) == {"source_ready", "landing_files"}
+    assert set(sensors) == {"source_ready", "warehouse_free", "landing_files"}
     for task_id, sensor in sensors.items():
         assert sensor.mode == "reschedule", task_id
         assert 0 <= sensor.timeout <= timedelta(hours=6).total_seconds(), task_id
     # no source is a failure; no publisher file tonight is a normal night: skipped, not failed
-    assert not sensors["source_ready"].soft_fail
+    assert not sensors["source_ready"].soft_fail and not sensors["warehouse_free"].soft_fail
     assert sensors["landing_files"].soft_fail
     assert dag.get_task("ingest_landing_files").trigger_rule == "none_failed"
 

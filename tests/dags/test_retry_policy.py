@@ -28,6 +28,10 @@ POLICY = RetryOnlyTransientFailures()
             "source not ready after waiting 40 s of 45 s: source database does not answer: "
             "connection failed: connection to server at 127.0.0.1, port 9 failed: Connection refused"
         ),
+        RuntimeError(
+            "warehouse still busy after waiting 21590 s of 21600 s: run scheduled__2026-11-30T00:00:00+00:00 "
+            "has held it since 2026-11-30 00:05:00 UTC (RUNBOOK.md#warehouse-busy)"
+        ),
         RuntimeError("source table public.order_history is empty: a shop never loses all of its order_history rows"),
         RuntimeError("rejected rows over the threshold of 5.0% per table: customer: 9 of 100 (9.0%)"),
     ],

@@ -68,6 +68,7 @@ def _free_port() -> int:
         ("dwh.dim_book_model_build", "Failure in test unique_dim_book_key (models/dwh/schema.yml)", "dbt-test-failed"),
         ("dwh.dim_book_model_build", "CosmosDbtRunError: Database Error in model dim_book", "dbt-model-failed"),
         ("forecast", "ValueError: not enough history", "forecast-failed"),
+        ("warehouse_free", "WarehouseBusyError: warehouse still busy after waiting 21590 s", "warehouse-busy"),
         ("extract", "TooManyRejectedRowsError: rejected rows over the threshold of 5.0%", "rejected-rows"),
         ("ingest_landing_files", "LandingZoneError: 1 file(s) failed", "landing-zone"),
         ("reconcile", "ReconciliationError: the warehouse does not reconcile", "reconciliation-failed"),

@@ -23,3 +23,10 @@ create table if not exists audit.pipeline_run (
 comment on table audit.pipeline_run is
     'One row per pipeline run: interval, status, timing, and rows read/written/rejected per source '
     'table (rows_by_table). A run never finished stays status running with finished_at null.';
+-- The warehouse lease: at most one running run writes at a time (backfills run beside the nightly
+-- schedule and do not count towards the DAG's max_active_runs).
+alter table audit.pipeline_run add column if not exists holds_warehouse_since timestamptz;
+comment on column audit.pipeline_run.holds_warehouse_since is
+    'Set when the run passed the warehouse_free gate: while its status is running, no other run writes. '
+    'Released by the run ending (success or failed); a run killed without an ending keeps it until it is '
+    'cleared and rerun, or marked failed here (RUNBOOK.md#warehouse-busy).';
