@@ -31,26 +31,23 @@ def dbt_env(warehouse_uri: str) -> dict[str, str]:
     }
 
 
+def dbt_command(*args: str, target: Path | str, log_path: Path | str | None = None) -> list[str]:
+    """`dbt <args>` on the project with its CLI profile, writing into a private target folder: the
+    shared manifest that Cosmos renders from stays untouched."""
+    project = str(config.DBT_PROJECT_DIR)
+    return [
+        str(Path(sys.executable).with_name("dbt")),
+        *args,
+        *("--project-dir", project, "--profiles-dir", project),
+        *("--target-path", str(target), "--log-path", str(log_path or target)),
+    ]
+
+
 def run_dbt(*args: str, dbt_vars: dict[str, str] | None = None, warehouse_uri: str) -> None:
     """Runs `dbt <args>` with the project's CLI profile; dbt's own output goes to this task's log."""
     env = dbt_env(warehouse_uri)
-    dbt = str(Path(sys.executable).with_name("dbt"))
     with tempfile.TemporaryDirectory(prefix="pacbook-dbt-") as target:
-        command = [
-            dbt,
-            *args,
-            "--project-dir",
-            str(config.DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(config.DBT_PROJECT_DIR),
-            # A private target path: the shared manifest that Cosmos renders from stays untouched.
-            "--target-path",
-            target,
-            "--log-path",
-            target,
-        ]
-        if dbt_vars:
-            command += ["--vars", json.dumps(dbt_vars)]
+        command = dbt_command(*args, *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []), target=target)
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         for line in process.stdout:

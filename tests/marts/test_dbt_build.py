@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from include.luigi_tasks.extract_source import extract_source
-from include.pacbook import config
-from include.pacbook.dbt_cli import dbt_env
+from include.pacbook.dbt_cli import dbt_command, dbt_env
 from tests.conftest import query_one
 
 
 def run_dbt_cli(warehouse_uri: str, target_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """The dbt CLI on the project with its env-var profile, writing into a private target folder."""
     env = dbt_env(warehouse_uri)  # with the PII key in its sessions, as the nightly run's dbt
-    dbt = str(Path(sys.executable).with_name("dbt"))
-    project = ["--project-dir", str(config.DBT_PROJECT_DIR), "--profiles-dir", str(config.DBT_PROJECT_DIR)]
-    paths = ["--target-path", str(target_dir), "--log-path", str(target_dir / "logs")]
-    return subprocess.run([dbt, *args, *project, *paths], env=env, capture_output=True, text=True, timeout=900)
+    command = dbt_command(*args, target=target_dir, log_path=target_dir / "logs")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
 
 def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str) -> dict:

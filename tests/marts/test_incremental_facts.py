@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import psycopg
 import pytest
 
 from include.luigi_tasks.extract_source import extract_source
-from include.pacbook import config
-from include.pacbook.dbt_cli import dbt_env
+from include.pacbook.dbt_cli import dbt_command, dbt_env
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
 from tests.extract.test_incremental_extraction import AS_OF, NIGHTS, add_order, add_status, night
@@ -77,6 +75,15 @@ def fact_rows(warehouse: str, model: str) -> list[tuple]:
     return query_all(warehouse, f"select {FACT_COLUMNS[model]} from dwh.{model} order by {FACT_KEYS[model]}")
 
 
+def assert_restated_as_returned(warehouse: str, order_id: int) -> None:
+    """The order's lines carry its late Returned status and no longer count as net revenue."""
+    assert query_all(
+        warehouse,
+        "select distinct latest_order_status, net_sales_amount from dwh.fct_sales where order_id = %s",
+        (order_id,),
+    ) == [("Returned", 0)]
+
+
 def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, source, monkeypatch, tmp_path):
     incremental = postgres.fresh_database("warehouse_incremental_facts")
     monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
@@ -121,11 +128,7 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
         == built_at
     )
     # The late Returned status restated the old order: its lines no longer count as net revenue.
-    assert query_all(
-        incremental,
-        "select distinct latest_order_status, net_sales_amount from dwh.fct_sales where order_id = %s",
-        (old_order,),
-    ) == [("Returned", 0)]
+    assert_restated_as_returned(incremental, old_order)
 
     # The same source, loaded whole and built from scratch, gives the same facts.
     full = postgres.fresh_database("warehouse_full_facts")
@@ -158,25 +161,12 @@ UNVERSIONED_SALES = (
 
 def dbt_build_killed_at_fct_sales(warehouse: str, target: Path, day: dt.date) -> None:
     """Starts the night's build, lets it run until it reaches fct_sales (held by a lock), kills it."""
-    command = [
-        str(Path(sys.executable).with_name("dbt")),
-        "build",
-        "--select",
-        "+fct_order_fulfilment",
-        "--exclude-resource-type",
-        "test",
-        "unit_test",
-        "--vars",
-        json.dumps({"snapshot_at": night(day)[1].strftime("%Y-%m-%d %H:%M:%S")}),
-        "--project-dir",
-        str(config.DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(config.DBT_PROJECT_DIR),
-        "--target-path",
-        str(target),
-        "--log-path",
-        str(target),
-    ]
+    snapshot_at = night(day)[1].strftime("%Y-%m-%d %H:%M:%S")
+    command = dbt_command(
+        *("build", "--select", "+fct_order_fulfilment", "--exclude-resource-type", "test", "unit_test"),
+        *("--vars", json.dumps({"snapshot_at": snapshot_at})),
+        target=target,
+    )
     with psycopg.connect(warehouse) as blocker:
         blocker.execute("lock table dwh.fct_sales in access exclusive mode")
         build = subprocess.Popen(
@@ -268,11 +258,7 @@ def test_a_second_night_with_changes_versions_restates_and_survives_a_killed_bui
         )
         == facts_of_customer
     )
-    assert query_all(
-        nightly,
-        "select distinct latest_order_status, net_sales_amount from dwh.fct_sales where order_id = %s",
-        (old_order,),
-    ) == [("Returned", 0)]
+    assert_restated_as_returned(nightly, old_order)
 
     # The third night's build is killed at fct_sales, then rerun: the facts as if nothing happened.
     extract_source("night_3", interval=night(NIGHTS[2]), as_of=AS_OF)
