@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
+from psycopg import sql
+
 from include.pacbook import warehouse
 
 log = logging.getLogger("pacbook.reconciliation")
@@ -58,38 +60,55 @@ where order_date >= %(since)s and order_date < %(until)s
 _WAREHOUSE_ORDERS = """
 select count(*) from dwh.fct_order_fulfilment where order_date >= %(since)s and order_date < %(until)s
 """
-# Quarantined lines and orders still missing from the warehouse, with the order they claim; the
-# source says which window each falls in (an orphan line's order does not exist there, so it is in
-# neither side's count). Increments quarantine a bad row on the night it arrives, so every run's
-# quarantine counts: the latest copy of each key, unless the key has since loaded (fixed at the
-# source); rows without a key can only be told apart within one run, so those count for this run.
-_QUARANTINED_LINES = """
-with quarantined as (
-    select distinct on (coalesce(source_row->>'line_id', run_id || ctid::text)) run_id, source_row
-    from quarantine.order_line as q
-    where (source_row->>'line_id' is not null or run_id = %(run_id)s)
-      and not exists (select from staging.order_line as s where s.line_id::text = q.source_row->>'line_id')
-    order by coalesce(source_row->>'line_id', run_id || ctid::text), quarantined_at desc
+# The quarantined rows that the source still counts and the warehouse lacks. Increments quarantine a
+# bad row on the night it arrives and do not take it again, so every run's quarantine counts: for
+# each key, the rows of the latest run that quarantined it (a night rerun quarantines them again),
+# unless a row with that key reached staging after it was quarantined (fixed at the source and
+# reloaded). A duplicate key whose twin loaded in the same run stays counted: its twin arrived
+# before it was rejected. Rows without a key can only be told apart within one run: this run's count.
+_QUARANTINED = """
+with keyed as (
+    select
+        q.run_id, q.source_row, q.quarantined_at,
+        coalesce(q.source_row->>{key_name}, q.run_id || q.ctid::text) as row_key
+    from {quarantine} as q
+    where q.source_row->>{key_name} is not null or q.run_id = %(run_id)s
+),
+latest_run as (
+    select row_key, (array_agg(run_id order by quarantined_at desc))[1] as run_id from keyed group by row_key
 )
-select (source_row->>'order_id')::bigint, coalesce((source_row->>'price')::numeric, 0) from quarantined
-"""
-_QUARANTINED_ORDERS = """
-with quarantined as (
-    select distinct on (coalesce(source_row->>'order_id', run_id || ctid::text)) run_id, source_row
-    from quarantine.cust_order as q
-    where (source_row->>'order_id' is not null or run_id = %(run_id)s)
-      and not exists (select from staging.cust_order as s where s.order_id::text = q.source_row->>'order_id')
-    order by coalesce(source_row->>'order_id', run_id || ctid::text), quarantined_at desc
+select {columns}
+from keyed
+join latest_run using (row_key, run_id)
+where not exists (
+    select from {staging} as s where s.{key}::text = keyed.row_key and s._pacbook_loaded_at > keyed.quarantined_at
 )
-select (source_row->>'order_date')::timestamp from quarantined
 """
 
 
-def _fetch(conn, query: str, params: dict) -> list[tuple]:
+def _quarantined_query(table: str, key: str, columns: str) -> sql.Composed:
+    return sql.SQL(_QUARANTINED).format(
+        key_name=sql.Literal(key),
+        key=sql.Identifier(key),
+        quarantine=sql.Identifier("quarantine", table),
+        staging=sql.Identifier("staging", table),
+        columns=sql.SQL(columns),
+    )
+
+
+# Quarantined lines with the order they claim, and quarantined orders with their date; the source
+# says which window each falls in (an orphan line's order does not exist there: in neither count).
+_QUARANTINED_LINES = _quarantined_query(
+    "order_line", "line_id", "(source_row->>'order_id')::bigint, coalesce((source_row->>'price')::numeric, 0)"
+)
+_QUARANTINED_ORDERS = _quarantined_query("cust_order", "order_id", "(source_row->>'order_date')::timestamp")
+
+
+def _fetch(conn, query: str | sql.Composable, params: dict) -> list[tuple]:
     return conn.execute(query, params).fetchall()
 
 
-def _quarantine_rows(conn, query: str, run_id: str, table: str) -> list[tuple]:
+def _quarantine_rows(conn, query: sql.Composable, run_id: str, table: str) -> list[tuple]:
     exists = conn.execute("select to_regclass(%s) is not null", (f"quarantine.{table}",)).fetchone()[0]
     return _fetch(conn, query, {"run_id": run_id}) if exists else []
 
