@@ -41,3 +41,18 @@ def airflow(postgres, mail_sink):
     with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
         stack.wait_for_dag(config.DAG_ID)
         yield stack
+
+
+# The trigger form's parameters as a plain nightly run has them.
+NIGHTLY_PARAMS = {"full_refresh": False, "dbt_select": "", "dry_run": False}
+
+
+@pytest.fixture(scope="package")
+def nightly_run(airflow, postgres, generated_source) -> tuple[dict, str]:
+    """One green nightly run of the whole DAG on the generated source, triggered through the REST API
+    with its parameters; shared by the tests that look at it (its data, its grid in the UI), because a
+    run of the whole model costs minutes. Returns the run and its warehouse."""
+    warehouse = postgres.fresh_database("warehouse_generated")
+    airflow.set_connection(config.SOURCE_CONN_ID, generated_source)
+    airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
+    return airflow.run_latest_interval(config.DAG_ID, NIGHTLY_PARAMS, timeout=config.run_timeout_seconds()), warehouse

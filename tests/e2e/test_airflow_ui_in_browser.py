@@ -22,6 +22,7 @@ from include.pacbook import config
 from include.pacbook.airflow_stack import ADMIN_USER, AirflowStack
 from include.pacbook.headless_browser import save_evidence, wait_for, webdriver_session
 from tests.conftest import query_one
+from tests.e2e.conftest import NIGHTLY_PARAMS
 
 pytestmark = pytest.mark.e2e
 
@@ -108,14 +109,11 @@ def grid_cell_badge(driver, run_id: str, task_id: str):
     return found[0] if found and found[0].is_displayed() else None
 
 
-def test_ui_shows_the_green_run_with_every_cosmos_group_and_dbt_task(airflow, postgres, generated_source, output_dir):
-    warehouse = postgres.fresh_database("warehouse_ui")
-    airflow.set_connection(config.SOURCE_CONN_ID, generated_source)
-    airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
-    run = airflow.run_latest_interval(config.DAG_ID, {"full_refresh": True}, timeout=config.run_timeout_seconds())
+def test_ui_shows_the_green_run_with_every_cosmos_group_and_dbt_task(airflow, nightly_run, output_dir):
+    run, warehouse = nightly_run
     states = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(config.DAG_ID, run["dag_run_id"])}
     assert run["state"] == "success", {task: state for task, state in states.items() if state != "success"}
-    assert run["conf"] == {"full_refresh": True}
+    assert run["conf"] == NIGHTLY_PARAMS
     assert query_one(warehouse, "select count(*) from marts.monthly_sales")[0] > 0
 
     grid_png = assert_ui_shows_run(airflow, run["dag_run_id"], states, output_dir)

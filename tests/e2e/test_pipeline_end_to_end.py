@@ -118,9 +118,8 @@ def assert_warehouse_reconciles_to_source(source: str, warehouse: str) -> None:
     assert actual == expected
 
 
-def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, postgres, generated_source):
-    warehouse = postgres.fresh_database("warehouse_generated")
-    first = run_pipeline(airflow, generated_source, warehouse)
+def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, nightly_run, generated_source):
+    first, warehouse = nightly_run
     assert first["state"] == "success", failed_tasks(airflow, first)
     assert_warehouse_reconciles_to_source(generated_source, warehouse)
     # The run took longer than the test's deadline: the triggerer sent the deadline alert.
