@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from include.luigi_tasks.extract_source import ExtractionFailedError, extract_source
+from include.luigi_tasks.streaming_copy import LOADED_AT_COLUMN
 from include.pacbook import config
 from tests.conftest import query_all, query_one
 
@@ -23,8 +24,14 @@ def _staging_fingerprint(uri: str) -> dict[str, tuple]:
     with psycopg.connect(uri) as conn:
         for table in config.SOURCE_TABLES:
             fingerprint[table] = conn.execute(
-                psycopg.sql.SQL("select count(*), md5(string_agg(t::text, '|' order by t::text)) from {}.{} t").format(
-                    psycopg.sql.Identifier("staging"), psycopg.sql.Identifier(table)
+                psycopg.sql.SQL(
+                    "select count(*), md5(string_agg(r::text, '|' order by r::text)) "
+                    "from (select to_jsonb(t) - {} as r from {}.{} t) as rows"
+                ).format(
+                    # when the row was loaded differs between two loads of the same rows
+                    psycopg.sql.Literal(LOADED_AT_COLUMN),
+                    psycopg.sql.Identifier("staging"),
+                    psycopg.sql.Identifier(table),
                 )
             ).fetchone()
     return fingerprint
