@@ -580,17 +580,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ours_on_pandas_tables": ours_core.as_dict() if ours_core else None,
         "memory": [vars(p) | {k: round(v, 1) for k, v in vars(p).items() if isinstance(v, float)} for p in memory],
         "figures": [{k: v for k, v in f.items() if k != "value"} | {"ratio": f["value"]} for f in figures],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_before": load_before,
-            "load_after": load_after,
-        },
     }
-    out = bench_dir / f"extraction-{scale_tag(args.scale)}.json"
+    write_results(bench_dir / f"extraction-{scale_tag(args.scale)}.json", result, load_before, load_after)
+    return 0
+
+
+def write_results(out: Path, result: dict, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    """The benchmark's figures as JSON, with the machine they were measured on."""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result = result | {"machine": machine | {"load_before": load_before, "load_after": load_after}}
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nresults written to {out}")
-    return 0
 
 
 if __name__ == "__main__":

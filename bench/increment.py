@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import secrets
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.extraction import ensure_source, fresh_warehouse, log, median, quiet_luigi, scale_tag
+from bench.extraction import ensure_source, fresh_warehouse, log, median, quiet_luigi, scale_tag, write_results
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config, embedded_postgres
 from include.pacbook.dbt_cli import dbt_command, dbt_env
@@ -581,16 +580,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "figures": rows,
         "increment_runs": [_load_as_dict(load) for load in increments],
         "full_runs": [_load_as_dict(load) for load in fulls],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_before": load_before,
-            "load_after": load_after,
-        },
     }
-    out = bench_dir / f"increment-{scale_tag(args.scale)}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nresults written to {out}")
+    write_results(bench_dir / f"increment-{scale_tag(args.scale)}.json", result, load_before, load_after)
     return 0
 
 
