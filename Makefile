@@ -23,7 +23,7 @@ help:
 	@echo "make run   — set up everything and run the pacbook_warehouse DAG once with real Airflow"
 	@echo "make test  — the same set-up, then lint, dbt build and every test"
 	@echo "make airflow — Airflow on the embedded PostgreSQL with this DAG, until Ctrl-C"
-	@echo "make bench — extraction benchmarks against psql and pandas (bench/README.md)"
+	@echo "make bench — extraction vs psql and pandas, nightly increment vs full rebuild, DAG parse time (bench/README.md)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -66,8 +66,11 @@ run: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 airflow: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m include.pacbook.local_run airflow
 
-bench: $(VENV)/.installed $(STATE)/postgresql.ok | $(STATE)/runtime
+# Each benchmark prints its table (figure, ours, baseline, ratio); bench/README.md has the last figures.
+bench: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m bench.extraction --scale 10 --repeat 3
+	@$(PY) -m bench.increment --scale 10 --repeat 3
+	@$(PY) -m bench.dag_parse --repeat 7
 
 lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff check .
