@@ -5,14 +5,15 @@ in binary blocks: no pandas, no table held in memory. The write, the load record
 commit in one transaction, so a reader sees the old rows or the new ones, never half a load, and
 running it twice leaves the same rows.
 
-Small tables are replaced whole every night. The fast-growing ones (``GROWING_TABLES``) are loaded
-by increments: the rows whose event time falls in the run's data interval, plus the rows inserted
-since the last load whatever their date (a status recorded days late), found by a watermark on the
-table's serial key kept in ``audit.extraction_watermark``. They replace the staging rows with the
-same key, so a night loaded twice, or nights loaded out of order, leave the same staging tables as
-nights loaded in order. Rows dated after the interval wait for their own night; rows dated after the
-copy itself (impossible dates) are taken at once, so validation quarantines them instead of them
-waiting forever.
+Small tables are replaced whole when they changed: each night compares a fingerprint of the source
+table with the one recorded at its last copy, and an unchanged table keeps its copy. The
+fast-growing ones (``GROWING_TABLES``) are loaded by increments: the rows whose event time falls in
+the run's data interval, plus the rows inserted since the last load whatever their date (a status
+recorded days late), found by a watermark on the table's serial key kept in
+``audit.extraction_watermark``. They replace the staging rows with the same key, so a night loaded
+twice, or nights loaded out of order, leave the same staging tables as nights loaded in order. Rows
+dated after the interval wait for their own night; rows dated after the copy itself (impossible
+dates) are taken at once, so validation quarantines them instead of them waiting forever.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ def copy_table_to_staging(
             _record_added_columns(warehouse, run_id, table, added)
             if growing:
                 _ensure_loaded_at_column(warehouse, table)
+            fingerprint = None
             if growing and window:
                 rows, mode = _load_growing_table(
                     source, warehouse, run_id, table, columns, growing, window, full_refresh
@@ -180,7 +182,9 @@ def copy_table_to_staging(
                 rows, mode = _replace_table(source, warehouse, table, columns), "full"
                 _record_watermark(warehouse, run_id, table, growing, mode)
             else:
-                rows, mode = _replace_table(source, warehouse, table, columns), "full"
+                rows, mode, fingerprint = _copy_small_table(
+                    source, warehouse, table, columns, compare=window is not None and not full_refresh
+                )
             if rows == 0 and (mode == "full" or _source_is_empty(source, table)):
                 # Rolled back with the write: staging keeps the last good copy instead of nothing.
                 raise EmptySourceTableError(
@@ -189,15 +193,18 @@ def copy_table_to_staging(
                 )
             warehouse.execute(
                 """
-                insert into audit.extract_load (run_id, table_name, rows_loaded, started_at, load_mode)
-                values (%s, %s, %s, %s, %s)
+                insert into audit.extract_load
+                    (run_id, table_name, rows_loaded, started_at, load_mode, source_fingerprint)
+                values (%s, %s, %s, %s, %s, %s)
                 on conflict (run_id, table_name) do update
                 set rows_loaded = excluded.rows_loaded, started_at = excluded.started_at,
-                    load_mode = excluded.load_mode, finished_at = clock_timestamp()
+                    load_mode = excluded.load_mode, source_fingerprint = excluded.source_fingerprint,
+                    finished_at = clock_timestamp()
                 """,
-                (run_id, table, rows, started_at, mode),
+                (run_id, table, rows, started_at, mode, fingerprint),
             )
-        warehouse.execute(sql.SQL("analyze staging.{}").format(sql.Identifier(table)))
+        if mode != "unchanged":
+            warehouse.execute(sql.SQL("analyze staging.{}").format(sql.Identifier(table)))
         warehouse.commit()
     return rows
 
@@ -250,6 +257,39 @@ def _replace_table(source, warehouse, table: str, columns: list[Column]) -> int:
     # load (never half of it), and unlike `delete` it leaves no dead rows behind.
     warehouse.execute(sql.SQL("truncate staging.{}").format(sql.Identifier(table)))
     return _stream(source, warehouse, read, write)
+
+
+def _copy_small_table(source, warehouse, table: str, columns: list[Column], compare: bool) -> tuple[int, str, str]:
+    """Replaces a small table whole, or leaves it when the source still holds the rows staging has.
+
+    Returns rows copied, the load mode ("full", or "unchanged" when nothing was copied) and the
+    source's fingerprint, recorded with the load so the next night can compare. A night that finds
+    its small tables unchanged rewrites, re-analyses and revalidates none of them.
+    """
+    fingerprint = _fingerprint(source, table, columns)
+    if compare:
+        last = warehouse.execute(
+            "select source_fingerprint from audit.extract_load where table_name = %s "
+            "and source_fingerprint is not null order by finished_at desc limit 1",
+            (table,),
+        ).fetchone()
+        staged = warehouse.execute(
+            sql.SQL("select exists (select from staging.{})").format(sql.Identifier(table))
+        ).fetchone()[0]
+        if last and last[0] == fingerprint and staged:
+            log.info("extract table=%s mode=unchanged fingerprint=%s: staging keeps its copy", table, fingerprint)
+            return 0, "unchanged", fingerprint
+    return _replace_table(source, warehouse, table, columns), "full", fingerprint
+
+
+def _fingerprint(source, table: str, columns: list[Column]) -> str:
+    """The table's row count and an order-free sum of its rows' hashes: equal means the same rows."""
+    row = sql.SQL("row({})").format(sql.SQL(", ").join(sql.Identifier("t", col.name) for col in columns))
+    query = sql.SQL(
+        "select count(*) || ':' || coalesce(sum(('x' || left(md5({}::text), 15))::bit(60)::bigint), 0) "
+        "from public.{} as t"
+    ).format(row, sql.Identifier(table))
+    return source.execute(query).fetchone()[0]
 
 
 def increment_filter(growing: GrowingTable, window: LoadWindow, watermark: int | None) -> sql.Composable:

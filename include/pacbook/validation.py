@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from include.luigi_tasks.streaming_copy import LOADED_AT_COLUMN
 from include.pacbook import config, warehouse
 from include.pacbook.validation_rules import RULES, Rule, rules_for
 
@@ -45,18 +46,75 @@ def is_validated(warehouse_uri: str, run_id: str) -> bool:
         )
 
 
-def _quarantine_statement(rule: Rule) -> sql.Composed:
+def _quarantine_statement(rule: Rule, scope: ValidationScope) -> sql.Composed:
     staging = sql.Identifier("staging", rule.table)
-    violation = sql.SQL(rule.violation).format(staging=staging, as_of=sql.Placeholder("as_of"))
+    violation = sql.SQL(rule.violation).format(
+        staging=staging, as_of=sql.Placeholder("as_of"), other_rows_in_scope=scope.rows("o")
+    )
+    in_scope = sql.SQL("true") if rule.reads_other_tables else scope.rows("t")
     return sql.SQL(
         """
         with rejected as (
-            delete from {staging} as t where {violation} returning t.*
+            delete from {staging} as t where {in_scope} and ({violation}) returning t.*
         )
         insert into {quarantine} (run_id, rule, reason, source_row)
         select %(run_id)s, %(rule)s, %(reason)s, to_jsonb(rejected) from rejected
         """
-    ).format(staging=staging, violation=violation, quarantine=sql.Identifier("quarantine", rule.table))
+    ).format(
+        staging=staging, in_scope=in_scope, violation=violation, quarantine=sql.Identifier("quarantine", rule.table)
+    )
+
+
+@dataclass(frozen=True)
+class ValidationScope:
+    """Which rows of a staging table tonight's rules look at.
+
+    Rows already validated by an earlier run are not checked again against the rules about a row
+    itself (its key, its text, its price, its dates): they have not changed. A growing table's
+    increment is the rows loaded since the last validation (``_pacbook_loaded_at``); a small table
+    is checked whole when it was copied since its last validation, else not at all. The key rules
+    compare only rows in scope with each other: a load replaces the rows whose key it brings, so a
+    new row cannot meet an old one with its key. Foreign-key rules check every row every night
+    (a parent can lose the row a child names) and ignore the scope.
+    """
+
+    everything: bool
+    growing: bool = False  # a growing table: its rows carry when they were loaded
+    loaded_after: dt.datetime | None = None  # of a growing table: the rows loaded after this time
+
+    def last_load_checked(self) -> sql.Composable:
+        """What the audit records as validated through: the latest load time among the new rows checked."""
+        if not self.growing:
+            return sql.SQL("null::timestamptz")
+        return sql.SQL("max(t.{}) filter (where {})").format(sql.Identifier(LOADED_AT_COLUMN), self.rows("t"))
+
+    def rows(self, alias: str) -> sql.Composable:
+        if self.everything:
+            return sql.SQL("true")
+        if self.loaded_after is None:
+            return sql.SQL("false")
+        return sql.SQL("{} > {}").format(sql.Identifier(alias, LOADED_AT_COLUMN), sql.Literal(self.loaded_after))
+
+
+def _scope(conn, table: str) -> ValidationScope:
+    growing = conn.execute(
+        "select 1 from information_schema.columns "
+        "where table_schema = 'staging' and table_name = %s and column_name = %s",
+        (table, LOADED_AT_COLUMN),
+    ).fetchone()
+    if growing:
+        since = conn.execute(
+            "select max(validated_through) from audit.staging_validation where table_name = %s", (table,)
+        ).fetchone()[0]
+        return ValidationScope(everything=since is None, growing=True, loaded_after=since)
+    last_copied, last_validated = conn.execute(
+        """
+        select (select max(finished_at) from audit.extract_load where table_name = %(t)s and load_mode <> 'unchanged'),
+               (select max(validated_at) from audit.staging_validation where table_name = %(t)s)
+        """,
+        {"t": table},
+    ).fetchone()
+    return ValidationScope(everything=last_validated is None or last_copied is None or last_copied > last_validated)
 
 
 def validate_staging(
@@ -99,14 +157,19 @@ def _validate_table(conn, run_id: str, table: str, as_of: dt.datetime, tables: t
             """
         ).format(sql.Identifier("quarantine", table))
     )
-    checked = conn.execute(sql.SQL("select count(*) from {}").format(staging)).fetchone()[0]
+    scope = _scope(conn, table)
+    checked, new_rows, validated_through = conn.execute(
+        sql.SQL("select count(*), count(*) filter (where {}), {} from {} as t").format(
+            scope.rows("t"), scope.last_load_checked(), staging
+        )
+    ).fetchone()
     rejected = 0
     for rule in rules_for(table):
         if rule.parent and rule.parent not in tables:
             log.info("rule %s.%s not applied: this extraction leaves out %s", table, rule.name, rule.parent)
             continue
         params = {"run_id": run_id, "rule": rule.name, "reason": rule.description, "as_of": as_of}
-        moved = conn.execute(_quarantine_statement(rule), params).rowcount
+        moved = conn.execute(_quarantine_statement(rule, scope), params).rowcount
         if moved:
             rejected += moved
             conn.execute(
@@ -114,13 +177,16 @@ def _validate_table(conn, run_id: str, table: str, as_of: dt.datetime, tables: t
                 (run_id, table, rule.name, moved),
             )
     conn.execute(
-        "insert into audit.staging_validation (run_id, table_name, rows_checked, rows_rejected) "
-        "values (%s, %s, %s, %s)",
-        (run_id, table, checked, rejected),
+        "insert into audit.staging_validation "
+        "(run_id, table_name, rows_checked, rows_rejected, new_rows_checked, validated_through) "
+        "values (%s, %s, %s, %s, %s, %s)",
+        (run_id, table, checked, rejected, new_rows, validated_through),
     )
     if rejected:
         conn.execute(sql.SQL("analyze {}").format(staging))
-    log.info("validated table=%s rows_checked=%d rows_rejected=%d", table, checked, rejected)
+    log.info(
+        "validated table=%s rows_checked=%d new_rows_checked=%d rows_rejected=%d", table, checked, new_rows, rejected
+    )
 
 
 def log_rejections(warehouse_uri: str, run_id: str) -> int:

@@ -31,8 +31,15 @@ class Rule:
     table: str
     name: str
     description: str
-    violation: str  # SQL over the staging row ``t``; may use the placeholder {as_of} (when the copy was taken)
+    # SQL over the staging row ``t``; may use the placeholders {as_of} (when the copy was taken) and
+    # {other_rows_in_scope} (a condition on ``o``, another row of the same table, for the key rules).
+    violation: str
     parent: str | None = None  # the other staging table a foreign-key rule reads
+
+    @property
+    def reads_other_tables(self) -> bool:
+        """A foreign-key rule can be broken by a change to its parent, so it checks every row, every night."""
+        return self.parent is not None
 
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -102,14 +109,15 @@ def _key_rules(table: str, keys: tuple[str, ...]) -> list[Rule]:
             table,
             "duplicate_row",
             f"an identical row with the same {label} came earlier",
-            f"exists (select 1 from {{staging}} o where {same_key} and o.ctid < t.ctid and to_jsonb(o) = to_jsonb(t))",
+            f"exists (select 1 from {{staging}} o where {{other_rows_in_scope}} and {same_key} "
+            "and o.ctid < t.ctid and to_jsonb(o) = to_jsonb(t))",
         ),
         # Two different rows claiming one key: nothing says which is right, so neither loads.
         Rule(
             table,
             "conflicting_key",
             f"another row with the same {label} differs",
-            f"exists (select 1 from {{staging}} o where {same_key} "
+            f"exists (select 1 from {{staging}} o where {{other_rows_in_scope}} and {same_key} "
             "and o.ctid <> t.ctid and to_jsonb(o) <> to_jsonb(t))",
         ),
     ]

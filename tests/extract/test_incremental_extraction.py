@@ -255,3 +255,87 @@ def assert_lines_equal_source_up_to(source: str, warehouse: str, day: dt.date) -
     end = night(day)[1].replace(tzinfo=None)
     expected = fingerprint(source, EXPECTED_SOURCE_ROWS["order_line"], "order_line", {"end": end})
     assert fingerprint(warehouse, "select * from staging.order_line", "order_line") == expected
+
+
+def test_a_night_validates_its_own_rows_and_every_reference(source, use_warehouse):
+    warehouse = use_warehouse("warehouse_validation_scope")
+    load("night_1", NIGHTS[0])
+    with psycopg.connect(source) as conn:
+        # a bad line in the night's increment, and a customer whose email breaks: the customer is
+        # quarantined tonight, so his old orders (validated on night 1) now name no customer
+        add_order(conn, 9_200_000, dt.datetime.combine(NIGHTS[1], dt.time(11)))
+        conn.execute("update order_line set price = -5 where line_id = (select max(line_id) from order_line)")
+        customer, old_orders = conn.execute(
+            """
+            select customer_id, array_agg(order_id order by order_id) from cust_order
+            where order_date < %s and customer_id <> (select customer_id from cust_order order by order_id limit 1)
+            group by customer_id order by customer_id limit 1
+            """,
+            (night(NIGHTS[0])[1].replace(tzinfo=None),),
+        ).fetchone()
+        conn.execute("update customer set email = 'not-an-address' where customer_id = %s", (customer,))
+    load("night_2", NIGHTS[1])
+
+    checked = dict(
+        query_all(
+            warehouse,
+            "select table_name, new_rows_checked from audit.staging_validation where run_id = 'night_2' "
+            "and table_name = any(%s)",
+            (list(KEYS),),
+        )
+    )
+    # the rules about a row itself look at the night's rows only
+    assert checked == {table: loaded for table, (_, loaded) in load_modes(warehouse, "night_2").items()}
+    assert checked["order_line"] < query_one(warehouse, "select count(*) from staging.order_line")[0] / 10
+    rejected = query_all(
+        warehouse,
+        "select source_name, rule, rejected_rows from audit.rejected_rows where run_id = 'night_2' "
+        "order by source_name, rule",
+    )
+    old_lines = query_one(source, "select count(*) from order_line where order_id = any(%s)", (old_orders,))[0]
+    assert ("order_line", "price_in_range", 1) in rejected
+    assert ("customer", "email_shape", 1) in rejected
+    # the references are checked on every row: the old orders of the quarantined customer follow him
+    assert ("cust_order", "customer_id_known", len(old_orders)) in rejected
+    assert ("order_line", "order_id_known", old_lines) in rejected
+    quarantined = query_all(
+        warehouse,
+        "select (source_row->>'order_id')::int from quarantine.cust_order where run_id = 'night_2' order by 1",
+    )
+    assert [order for (order,) in quarantined] == old_orders
+    assert not query_one(warehouse, "select count(*) from staging.cust_order where customer_id = %s", (customer,))[0]
+
+
+def test_small_tables_are_compared_and_copied_again_only_when_they_changed(source, use_warehouse):
+    warehouse = use_warehouse("warehouse_small_tables")
+    load("night_1", NIGHTS[0])
+    with psycopg.connect(source) as conn:
+        customer = conn.execute("select max(customer_id) from customer").fetchone()[0]
+        conn.execute("update customer set email = 'moved.on@example.org' where customer_id = %s", (customer,))
+    load("night_2", NIGHTS[1])
+    modes = dict(
+        query_all(
+            warehouse,
+            "select table_name, load_mode from audit.extract_load "
+            "where run_id = 'night_2' and not table_name = any(%s)",
+            (list(KEYS),),
+        )
+    )
+    assert modes.pop("customer") == "full"
+    assert set(modes.values()) == {"unchanged"}, modes
+    assert query_one(warehouse, "select email from staging.customer where customer_id = %s", (customer,)) == (
+        "moved.on@example.org",
+    )
+    # unchanged tables keep the copy they had, row for row
+    for table in ("book", "address", "customer_address"):
+        assert query_one(warehouse, f"select count(*) from staging.{table}") == query_one(
+            source, f"select count(*) from public.{table}"
+        )
+    load("night_3", NIGHTS[2])
+    assert query_one(
+        warehouse, "select count(*) from audit.extract_load where run_id = 'night_3' and load_mode = 'unchanged'"
+    )[0] == len(config.SOURCE_TABLES) - len(KEYS)
+    load("refresh", NIGHTS[2], full_refresh=True)
+    assert query_one(
+        warehouse, "select count(*) from audit.extract_load where run_id = 'refresh' and load_mode = 'full'"
+    )[0] == len(config.SOURCE_TABLES)

@@ -12,5 +12,10 @@ comment on table audit.extraction_watermark is
     'transaction of the load; deleted rows here mean the next load of that table is a full one.';
 alter table audit.extract_load add column if not exists load_mode text not null default 'full';
 comment on column audit.extract_load.load_mode is
-    '"full": the table was replaced (small tables every night, growing tables on first load and '
-    'full_refresh); "increment": the interval''s rows and the late ones replaced their earlier copies.';
+    '"full": the table was replaced (small tables when they changed, growing tables on first load and '
+    'full_refresh); "increment": the interval''s rows and the late ones replaced their earlier copies; '
+    '"unchanged": a small table whose source fingerprint equals its last copy''s, left as it was.';
+alter table audit.extract_load add column if not exists source_fingerprint text;
+comment on column audit.extract_load.source_fingerprint is
+    'Small tables: row count and an order-free sum of row hashes of the source table when loaded; '
+    'the next night copies the table again only if it differs ("unchanged" load_mode otherwise).';

@@ -10,3 +10,13 @@ create table if not exists audit.staging_validation (
 );
 comment on table audit.staging_validation is
     'Rows checked and rejected per staging table and run; the rejected rows are in quarantine.<table>.';
+alter table audit.staging_validation add column if not exists validated_through timestamptz;
+alter table audit.staging_validation add column if not exists new_rows_checked bigint;
+comment on column audit.staging_validation.rows_checked is
+    'Rows of the staging table when validated: every row meets the reference rules each night.';
+comment on column audit.staging_validation.new_rows_checked is
+    'Rows this run loaded (or all, after a copy of a small table): they alone meet the rules about a '
+    'row itself; earlier rows passed them when they were loaded.';
+comment on column audit.staging_validation.validated_through is
+    'Growing tables: the latest load time (_pacbook_loaded_at) among the rows checked; the next '
+    'validation checks the rows loaded after it against the rules about a row itself.';
