@@ -220,6 +220,19 @@ def dbt_cli_env(uri: str) -> dict[str, str]:
     }
 
 
+COSMOS_EXECUTION_MODES = ("local-runner", "local-subprocess", "watcher")
+
+
+def cosmos_execution_mode() -> str:
+    """How Cosmos runs the dbt tasks: ``local-runner`` (dbt in the task's process, dbtRunner),
+    ``local-subprocess`` (a ``dbt`` process per task) or ``watcher`` (one ``dbt build`` per task group,
+    watched by one task per node; needs a real scheduler and triggerer, PITFALLS.md #11)."""
+    mode = _env("PACBOOK_COSMOS_EXECUTION_MODE", "local-runner").strip().lower()
+    if mode not in COSMOS_EXECUTION_MODES:
+        raise ValueError(f"PACBOOK_COSMOS_EXECUTION_MODE={mode!r}: expected one of {', '.join(COSMOS_EXECUTION_MODES)}")
+    return mode
+
+
 def airflow_home() -> Path:
     return Path(_env("AIRFLOW_HOME", str(state_dir() / "airflow"))).resolve()
 

@@ -3,9 +3,16 @@
 One Airflow task per dbt node (model, snapshot), each running ``dbt build`` on its node so the
 node's tests run right after it; one task group per warehouse layer. The project is loaded from the
 manifest that ``make`` builds with ``dbt parse``, so parsing the DAG needs neither dbt nor a database.
+
+How Cosmos runs the tasks is ``config.cosmos_execution_mode()`` (``PACBOOK_COSMOS_EXECUTION_MODE``):
+dbt in the task's own process (the default), a dbt process per task, or the watcher mode (one
+``dbt build`` per layer whose progress one task per node reports). ``bench/transform.py`` compares them.
 """
 
 from __future__ import annotations
+
+import functools
+from pathlib import Path
 
 from cosmos import (
     DbtTaskGroup,
@@ -18,7 +25,6 @@ from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavi
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from include.pacbook import config
-from include.pacbook.privileges import pii_session_env
 
 # Layers, in the order data flows; each selects the dbt folders whose tables land in that schema.
 LAYERS = {
@@ -35,13 +41,30 @@ DBT_VARS = {
 }
 
 
+# (execution mode, invocation mode) per value of PACBOOK_COSMOS_EXECUTION_MODE.
+EXECUTION_MODES = {
+    "local-runner": (ExecutionMode.LOCAL, InvocationMode.DBT_RUNNER),
+    "local-subprocess": (ExecutionMode.LOCAL, InvocationMode.SUBPROCESS),
+    "watcher": (ExecutionMode.WATCHER, InvocationMode.DBT_RUNNER),
+}
+
+
+@functools.cache
 def _project() -> ProjectConfig:
-    return ProjectConfig(
+    """One project for the three groups, its manifest read as a plain local file.
+
+    Cosmos turns ``manifest_path`` into an ``ObjectStoragePath``, whose reads are reported as
+    lineage: the first one loads every Airflow plugin (~0.2 s of each DAG parse). The manifest is
+    a build artefact next to the DAG, not a data asset, so it is read as the ``Path`` it is.
+    """
+    project = ProjectConfig(
         dbt_project_path=config.DBT_PROJECT_DIR,
         manifest_path=config.DBT_MANIFEST_PATH,
         project_name=config.DBT_PROJECT_NAME,
         install_dbt_deps=False,
     )
+    project.manifest_path = Path(config.DBT_MANIFEST_PATH)
+    return project
 
 
 class WarehouseProfileWithPiiKey(PostgresUserPasswordProfileMapping):
@@ -54,6 +77,8 @@ class WarehouseProfileWithPiiKey(PostgresUserPasswordProfileMapping):
 
     @property
     def env_vars(self) -> dict[str, str]:
+        from include.pacbook.privileges import pii_session_env  # psycopg: not needed to parse the DAG
+
         return {**super().env_vars, **pii_session_env(config.pii_encryption_key())}
 
 
@@ -70,13 +95,14 @@ def dbt_profile() -> ProfileConfig:
 
 def dbt_layer(layer: str) -> DbtTaskGroup:
     """The task group that builds one warehouse layer (staging, dwh or marts)."""
+    execution_mode, invocation_mode = EXECUTION_MODES[config.cosmos_execution_mode()]
     return DbtTaskGroup(
         group_id=layer,
         project_config=_project(),
         profile_config=dbt_profile(),
         execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL,
-            invocation_mode=InvocationMode.DBT_RUNNER,
+            execution_mode=execution_mode,
+            invocation_mode=invocation_mode,
             # A test runs with the last of the models it reads: `eager` would run a relationships
             # test with its first parent, before the other one exists.
             test_indirect_selection=TestIndirectSelection.BUILDABLE,
@@ -84,7 +110,10 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
             select=LAYERS[layer],
-            test_behavior=TestBehavior.BUILD,
+            # The watcher's producer runs one `dbt build` of the layer, tests right after their model;
+            # its per-node tasks only report, and it has no per-node build task (Cosmos 1.15 raises on
+            # BUILD), so there a model's tests show as a task of their own after the model's.
+            test_behavior=TestBehavior.AFTER_EACH if execution_mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
         ),
         # `full_refresh` is the DAG's trigger parameter: rebuild incremental models from scratch.
         operator_args={"install_deps": False, "vars": DBT_VARS, "full_refresh": "{{ params.full_refresh }}"},
