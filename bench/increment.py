@@ -275,12 +275,13 @@ def extract_night(
     return Extraction(seconds, rows, float(window), float(validation or 0), int(rejected or 0))
 
 
-def build_warehouse(warehouse_uri: str, interval: Interval, *extra: str) -> DbtBuild:
+def build_warehouse(warehouse_uri: str, interval: Interval, *extra: str, keep_target: Path | None = None) -> DbtBuild:
     """`dbt build` as the nightly run calls it (dbt_cli.run_dbt: a fresh target folder, so a full parse),
-    keeping run_results.json and the manifest to tell where the time went."""
+    keeping run_results.json and the manifest to tell where the time went. With ``keep_target`` (an empty
+    or new folder) dbt writes there and the folder stays, compiled SQL and all; else it goes afterwards."""
     snapshot_at = naive(interval[1]).strftime("%Y-%m-%d %H:%M:%S")
     with tempfile.TemporaryDirectory(prefix="pacbook-bench-dbt-") as folder:
-        target = Path(folder)
+        target = keep_target or Path(folder)
         command = dbt_command("build", *extra, "--vars", json.dumps({"snapshot_at": snapshot_at}), target=target)
         started = time.perf_counter()
         done = subprocess.run(command, env=dbt_env(warehouse_uri), capture_output=True, text=True)
