@@ -197,6 +197,26 @@ def dbt_build_killed_at_fct_sales(warehouse: str, target: Path, day: dt.date) ->
         time.sleep(0.2)
 
 
+def change_the_shop(conn, customer: int, method: int, old_order: int, day: dt.date):
+    """A customer changes email and moves, a shipping method gets a euro dearer, an old order is
+    Returned on ``day``; returns the shipping method's old cost."""
+    conn.execute("update customer set email = 'moved.reader@example.org' where customer_id = %s", (customer,))
+    new_address = conn.execute(
+        "insert into address select max(address_id) + 1, '7', 'Quay Street', 'Newtown', max(country_id) "
+        "from address returning address_id"
+    ).fetchone()[0]
+    conn.execute(
+        "insert into customer_address values (%s, %s, (select status_id from address_status "
+        "where address_status = 'Active'))",
+        (customer, new_address),
+    )
+    old_cost = conn.execute(
+        "update shipping_method set cost = cost + 1.00 where method_id = %s returning cost - 1.00", (method,)
+    ).fetchone()[0]
+    add_status(conn, old_order, RETURNED, dt.datetime.combine(day, dt.time(15)))
+    return old_cost
+
+
 def test_a_second_night_with_changes_versions_restates_and_survives_a_killed_build(
     postgres, source, monkeypatch, tmp_path
 ):
@@ -220,20 +240,7 @@ def test_a_second_night_with_changes_versions_restates_and_survives_a_killed_bui
     # Before the second night: the customer changes email and moves, shipping gets dearer, an old
     # order is returned, and two new orders arrive (night 2: the customer's; night 3: another one).
     with psycopg.connect(source) as conn:
-        conn.execute("update customer set email = 'moved.reader@example.org' where customer_id = %s", (customer,))
-        new_address = conn.execute(
-            "insert into address select max(address_id) + 1, '7', 'Quay Street', 'Newtown', max(country_id) "
-            "from address returning address_id"
-        ).fetchone()[0]
-        conn.execute(
-            "insert into customer_address values (%s, %s, (select status_id from address_status "
-            "where address_status = 'Active'))",
-            (customer, new_address),
-        )
-        old_cost = conn.execute(
-            "update shipping_method set cost = cost + 1.00 where method_id = %s returning cost - 1.00", (method,)
-        ).fetchone()[0]
-        add_status(conn, old_order, RETURNED, dt.datetime.combine(NIGHTS[1], dt.time(15)))
+        old_cost = change_the_shop(conn, customer, method, old_order, NIGHTS[1])
         add_order(conn, 9_000_001, dt.datetime.combine(NIGHTS[1], dt.time(11)))  # the first order's customer
         add_order(conn, 9_000_002, dt.datetime.combine(NIGHTS[2], dt.time(11)))
     extract_source("night_2", interval=night(NIGHTS[1]), as_of=AS_OF)
