@@ -49,6 +49,11 @@ EXECUTION_MODES = {
 }
 
 
+# Cosmos gives the node tasks the indirect selection of ExecutionConfig, not the watcher's producer: its
+# `dbt build` of a layer would otherwise run a relationships test with the first of its models' layers.
+WATCHER_PRODUCER_ARGS = {"indirect_selection": TestIndirectSelection.BUILDABLE.value}
+
+
 @functools.cache
 def _project() -> ProjectConfig:
     """One project for the three groups, its manifest read as a plain local file.
@@ -116,5 +121,10 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
             test_behavior=TestBehavior.AFTER_EACH if execution_mode == ExecutionMode.WATCHER else TestBehavior.BUILD,
         ),
         # `full_refresh` is the DAG's trigger parameter: rebuild incremental models from scratch.
-        operator_args={"install_deps": False, "vars": DBT_VARS, "full_refresh": "{{ params.full_refresh }}"},
+        operator_args={
+            "install_deps": False,
+            "vars": DBT_VARS,
+            "full_refresh": "{{ params.full_refresh }}",
+            **(WATCHER_PRODUCER_ARGS if execution_mode == ExecutionMode.WATCHER else {}),
+        },
     )
