@@ -71,6 +71,7 @@ bench: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
 	@$(PY) -m bench.extraction --scale 10 --repeat 3
 	@$(PY) -m bench.increment --scale 10 --repeat 3
 	@$(PY) -m bench.dag_parse --repeat 7
+	@$(PY) -m bench.transform --scale 1 --repeat 3
 	@$(PY) -m bench.scale --scale 100 --repeat 3
 
 lint: $(VENV)/.installed
