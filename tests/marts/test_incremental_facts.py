@@ -151,6 +151,34 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
         assert fact_rows(incremental, model) == fact_rows(full, model), model
 
 
+def test_orders_quarantined_on_a_later_night_leave_the_incremental_facts(postgres, source, monkeypatch, tmp_path):
+    incremental = postgres.fresh_database("warehouse_quarantined_later")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", incremental)
+    extract_source("night_1", interval=night(NIGHTS[0]), as_of=AS_OF)
+    build_facts(incremental, tmp_path / "night_1", NIGHTS[0])
+    customer, orders = query_one(
+        incremental,
+        # a customer with a few orders: quarantining him stays under the rejected-rows threshold
+        "select customer_id, array_agg(distinct order_id) from dwh.fct_sales group by customer_id "
+        "having count(distinct order_id) between 2 and 5 order by customer_id limit 1",
+    )
+    # The customer's email breaks in the source: validation quarantines him, and his orders follow.
+    with psycopg.connect(source) as conn:
+        conn.execute("update customer set email = 'no-address' where customer_id = %s", (customer,))
+    extract_source("night_2", interval=night(NIGHTS[1]), as_of=AS_OF)
+    build_facts(incremental, tmp_path / "night_2", NIGHTS[1])
+    for model in ("int_orders_latest_status", *FACT_COLUMNS):
+        assert not query_one(incremental, f"select count(*) from dwh.{model} where order_id = any(%s)", (orders,))[0]
+
+    full = postgres.fresh_database("warehouse_quarantined_full")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", full)
+    extract_source("full", interval=night(NIGHTS[1]), as_of=AS_OF)
+    build_facts(full, tmp_path / "full", NIGHTS[1], "--full-refresh")
+    for model in FACT_COLUMNS:
+        assert fact_rows(incremental, model) == fact_rows(full, model), model
+
+
 # Versioned attributes: a clean full load knows only today's customer and shipping price, so it
 # cannot have the versions the nights recorded; every other column must still be equal.
 UNVERSIONED_SALES = (
