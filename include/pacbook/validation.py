@@ -46,12 +46,12 @@ def is_validated(warehouse_uri: str, run_id: str) -> bool:
         )
 
 
-def _quarantine_statement(rule: Rule, scope: ValidationScope) -> sql.Composed:
+def _quarantine_statement(rule: Rule, scope: ValidationScope, may_have_lost_rows: set[str]) -> sql.Composed:
     staging = sql.Identifier("staging", rule.table)
     violation = sql.SQL(rule.violation).format(
         staging=staging, as_of=sql.Placeholder("as_of"), other_rows_in_scope=scope.rows("o")
     )
-    in_scope = sql.SQL("true") if rule.reads_other_tables else scope.rows("t")
+    in_scope = sql.SQL("true") if rule.parent in may_have_lost_rows else scope.rows("t")
     return sql.SQL(
         """
         with rejected as (
@@ -74,8 +74,9 @@ class ValidationScope:
     increment is the rows loaded since the last validation (``_pacbook_loaded_at``); a small table
     is checked whole when it was copied since its last validation, else not at all. The key rules
     compare only rows in scope with each other: a load replaces the rows whose key it brings, so a
-    new row cannot meet an old one with its key. Foreign-key rules check every row every night
-    (a parent can lose the row a child names) and ignore the scope.
+    new row cannot meet an old one with its key. A foreign-key rule checks every row of the child
+    when its parent may have lost rows tonight (copied whole, or rows of it quarantined in this
+    validation: a customer quarantined tonight takes his old orders along), else the scope.
     """
 
     everything: bool
@@ -138,11 +139,16 @@ def quarantine_bad_rows(
         if conn.execute("select 1 from audit.staging_validation where run_id = %s limit 1", (run_id,)).fetchone():
             log.info("validation of run %s is already recorded; not repeated", run_id)
         else:
+            may_have_lost_rows: set[str] = set()  # parents come before their children in `tables`
             for table in tables:
-                _validate_table(conn, run_id, table, as_of, tables)
+                if _validate_table(conn, run_id, table, as_of, tables, may_have_lost_rows):
+                    may_have_lost_rows.add(table)
 
 
-def _validate_table(conn, run_id: str, table: str, as_of: dt.datetime, tables: tuple[str, ...]) -> None:
+def _validate_table(
+    conn, run_id: str, table: str, as_of: dt.datetime, tables: tuple[str, ...], may_have_lost_rows: set[str]
+) -> bool:
+    """Applies the table's rules; True when the table may have lost rows since its last validation."""
     staging = sql.Identifier("staging", table)
     conn.execute(
         sql.SQL(
@@ -169,7 +175,7 @@ def _validate_table(conn, run_id: str, table: str, as_of: dt.datetime, tables: t
             log.info("rule %s.%s not applied: this extraction leaves out %s", table, rule.name, rule.parent)
             continue
         params = {"run_id": run_id, "rule": rule.name, "reason": rule.description, "as_of": as_of}
-        moved = conn.execute(_quarantine_statement(rule, scope), params).rowcount
+        moved = conn.execute(_quarantine_statement(rule, scope, may_have_lost_rows), params).rowcount
         if moved:
             rejected += moved
             conn.execute(
@@ -187,6 +193,7 @@ def _validate_table(conn, run_id: str, table: str, as_of: dt.datetime, tables: t
     log.info(
         "validated table=%s rows_checked=%d new_rows_checked=%d rows_rejected=%d", table, checked, new_rows, rejected
     )
+    return scope.everything or rejected > 0
 
 
 def log_rejections(warehouse_uri: str, run_id: str) -> int:

@@ -13,7 +13,8 @@ comment on table audit.staging_validation is
 alter table audit.staging_validation add column if not exists validated_through timestamptz;
 alter table audit.staging_validation add column if not exists new_rows_checked bigint;
 comment on column audit.staging_validation.rows_checked is
-    'Rows of the staging table when validated: every row meets the reference rules each night.';
+    'Rows of the staging table when validated; every row meets the reference rules on a night its '
+    'parent table may have lost rows (copied whole, or rows of it quarantined that night).';
 comment on column audit.staging_validation.new_rows_checked is
     'Rows this run loaded (or all, after a copy of a small table): they alone meet the rules about a '
     'row itself; earlier rows passed them when they were loaded.';
