@@ -68,11 +68,12 @@ airflow: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtim
 
 # Each benchmark prints its table (figure, ours, baseline, ratio); bench/README.md has the last figures.
 bench: $(VENV)/.installed $(MANIFEST) $(STATE)/postgresql.ok | $(STATE)/runtime
-	@$(PY) -m bench.extraction --scale 10 --repeat 3
+	@$(PY) -m bench.extraction --scale 10 --repeat 3 --memory-scales 10,100
 	@$(PY) -m bench.increment --scale 10 --repeat 3
 	@$(PY) -m bench.dag_parse --repeat 7
 	@$(PY) -m bench.transform --scale 1 --repeat 3
 	@$(PY) -m bench.scale --scale 100 --repeat 3
+	@$(PY) -m bench.summary
 
 lint: $(VENV)/.installed
 	@$(VENV)/bin/ruff check .
