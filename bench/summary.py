@@ -75,14 +75,18 @@ def _rows_of(kind: str, result: dict) -> list[dict]:
     return [
         {
             "figure": f"{f['figure']}{where}",
-            "ours": str(f.get("ours", "-")),
-            "baseline": str(f.get("baseline", "-")),
+            "ours": str(f["ours"]) if "ours" in f else _seconds(f.get("ours_s")),
+            "baseline": str(f["baseline"]) if "baseline" in f else _seconds(f.get("baseline_s")),
             "ratio": f"{f['ratio']:.2f}" if isinstance(f.get("ratio"), int | float) else str(f.get("ratio", "-")),
             "target": str(f.get("target", "-")),
             "holds": bool(f.get("holds")),
         }
         for f in result.get("figures", [])
     ]
+
+
+def _seconds(value) -> str:
+    return f"{value:.1f} s" if isinstance(value, int | float) else "-"
 
 
 def collect(bench_dir: Path) -> tuple[list[dict], list[str]]:
