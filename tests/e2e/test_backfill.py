@@ -80,9 +80,8 @@ def assert_same_as_a_clean_run(airflow, postgres, warehouse: str) -> None:
     assert clean_run["state"] == "success", failed_tasks(airflow, clean_run)
     unversioned = f"select {UNVERSIONED_SALES} from dwh.fct_sales order by line_id"
     assert query_all(warehouse, unversioned) == query_all(clean, unversioned)
-    totals = (
-        "select count(*), sum(sales_amount), sum(net_sales_amount), sum(shipping_cost_allocated) from dwh.fct_sales"
-    )
+    # (Allocated shipping is left out: it comes from the shipping method's version of the order's day.)
+    totals = "select count(*), sum(sales_amount), sum(net_sales_amount) from dwh.fct_sales"
     assert query_one(warehouse, totals) == query_one(clean, totals)
     compared = VERSION_FREE_TABLES | {f"staging.{table}" for table in config.SOURCE_TABLES}
     ours, theirs = warehouse_content(warehouse), warehouse_content(clean)

@@ -12,6 +12,7 @@ lands mid-copy and mid-build every time. The runs build the dbt project in one `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 
@@ -61,7 +62,8 @@ def kill_task_waiting_on(uri: str, statement: str, timeout: float = 300) -> None
     task_process = psutil.Process(holder).parent()
     victims = [task_process, *task_process.children(recursive=True)]
     for victim in victims:
-        victim.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):  # a child may die with its parent first
+            victim.kill()
     psutil.wait_procs(victims, timeout=30)
 
 
