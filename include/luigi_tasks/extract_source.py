@@ -8,8 +8,11 @@ Connections are read inside ``run`` (never passed as parameters) so no password 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import multiprocessing
+from collections.abc import Iterator
 
 import luigi
 from luigi.execution_summary import LuigiStatusCode
@@ -152,6 +155,20 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+@contextlib.contextmanager
+def _luigi_workers_forked() -> Iterator[None]:
+    """Luigi starts its worker processes with multiprocessing's default start method. Under Airflow
+    the task inherits the scheduler's ``forkserver`` (airflow_stack.TASK_PRELOAD_MODULES), whose
+    children re-run the ``airflow`` entry point without the task's settings and die; Luigi's workers
+    are meant to be forked from the task, with its connections and loaded modules."""
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("fork", force=True)
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+
+
 def _extract_source(
     run_id: str,
     tables: tuple[str, ...],
@@ -168,22 +185,23 @@ def _extract_source(
         warehouse.forget_loads(warehouse_uri, run_id)
         validation.forget_validation(warehouse_uri, run_id)
     started = dt.datetime.now(dt.UTC)
-    result = luigi.build(
-        [
-            ValidateStaging(
-                run_id=run_id,
-                tables=list(tables),
-                interval_start=window[0],
-                interval_end=window[1],
-                as_of=window[2],
-                full_refresh=full_refresh,
-            )
-        ],
-        local_scheduler=True,
-        detailed_summary=True,
-        workers=min(workers, len(tables)),
-        log_level="INFO",
-    )
+    with _luigi_workers_forked():
+        result = luigi.build(
+            [
+                ValidateStaging(
+                    run_id=run_id,
+                    tables=list(tables),
+                    interval_start=window[0],
+                    interval_end=window[1],
+                    as_of=window[2],
+                    full_refresh=full_refresh,
+                )
+            ],
+            local_scheduler=True,
+            detailed_summary=True,
+            workers=min(workers, len(tables)),
+            log_level="INFO",
+        )
     log.info("luigi summary:\n%s", result.summary_text)
     incomplete = [t for t in tables if not warehouse.load_is_recorded(warehouse_uri, run_id, t)]
     if incomplete:

@@ -25,6 +25,21 @@ from include.pacbook import config
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 
+# What every dbt task imports before it runs a node: ~3 s of CPU per task, 43 tasks a night on 2 cores.
+# The scheduler's LocalExecutor workers start from a forkserver that has imported them once, and each
+# task process is forked from its worker, so a task finds them loaded. Only third-party libraries: the
+# project's own code (dags/, include/) is imported afresh by each task, so an edit needs no restart.
+TASK_PRELOAD_MODULES = (
+    "airflow.executors.local_executor",
+    "airflow.sdk.execution_time.task_runner",
+    "cosmos.operators.local",
+    "dbt.cli.main",
+    "dbt.adapters.postgres",
+    "psycopg",
+    "luigi",
+    "pandas",
+)
+
 
 def _secret(path: Path, length: int = 24) -> str:
     if not path.exists():
@@ -68,6 +83,8 @@ def airflow_env(
             "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / "jwt_secret"),
             "AIRFLOW__CORE__FERNET_KEY": "",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(TASK_PRELOAD_MODULES),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
             "AIRFLOW__COSMOS__CACHE_DIR": str(state / "cosmos"),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",

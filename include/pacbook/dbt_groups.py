@@ -35,9 +35,11 @@ LAYERS = {
 
 # The snapshot stamps new customer versions with the end of the run's data interval (not the wall
 # clock), so a backfilled night dates its changes to that night. A manual run without a logical
-# date has no interval (Airflow 3) and uses the time it was asked to run.
-DBT_VARS = {
-    "snapshot_at": "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}",
+# date has no interval (Airflow 3) and uses the time it was asked to run. It is given in the
+# environment, not as a dbt var: a var that changes every night would make each task parse the
+# whole project again (macros/snapshot_get_time.sql).
+DBT_ENV = {
+    "PACBOOK_SNAPSHOT_AT": "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}",
 }
 
 
@@ -123,7 +125,7 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
         # `full_refresh` is the DAG's trigger parameter: rebuild incremental models from scratch.
         operator_args={
             "install_deps": False,
-            "vars": DBT_VARS,
+            "env": DBT_ENV,
             "full_refresh": "{{ params.full_refresh }}",
             **(WATCHER_PRODUCER_ARGS if execution_mode == ExecutionMode.WATCHER else {}),
         },

@@ -85,3 +85,14 @@ def test_listener_and_notifier_in_a_real_task_run(postgres, smtp_sink, tmp_path:
     assert "Runbook: RUNBOOK.md#forecast-failed" in body
     [log_line] = [line for line in body if line.startswith("Log: ")]
     assert log_line.startswith("Log: http://airflow.test:8080/dags/ops_probe/runs/") and "/tasks/forecast" in log_line
+
+
+def test_every_module_the_task_workers_preload_imports(tmp_path: Path):
+    """The forkserver ignores a preload module it cannot import: a misspelt one would only make every
+    task slower, silently. Each must import on its own, in a fresh interpreter."""
+    from include.pacbook.airflow_stack import TASK_PRELOAD_MODULES
+
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": str(config.PROJECT_ROOT)}
+    for module in TASK_PRELOAD_MODULES:
+        result = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, f"{module}: {result.stderr[-2000:]}"
