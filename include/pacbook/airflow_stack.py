@@ -7,6 +7,7 @@ run through the REST API, wait for it, and stop every process they started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -168,6 +169,12 @@ class AirflowStack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        # A component's children can outlive it: an executor worker started by the forkserver was
+        # seen idle after its scheduler had stopped. Each component leads its own process group, so
+        # whatever is left of the group goes now.
+        for proc in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         self.processes.clear()
 
     def __enter__(self) -> AirflowStack:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import psutil
 import pytest
 
 from include.pacbook import config
@@ -40,7 +43,22 @@ def airflow(postgres, mail_sink):
     migrate_metadata(env)
     with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
         stack.wait_for_dag(config.DAG_ID)
+        groups = {proc.pid for proc in stack.processes.values()}
         yield stack
+    # Stopping the stack stops every process it started, the executor's workers included.
+    left = [
+        f"{p.info['pid']} {p.info['name']}"
+        for p in psutil.process_iter(["pid", "name", "status"])
+        if p.info["status"] != psutil.STATUS_ZOMBIE and _process_group(p.info["pid"]) in groups
+    ]
+    assert not left, f"still running after the Airflow stack stopped: {left}"
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 # The trigger form's parameters as a plain nightly run has them.
