@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -218,6 +220,13 @@ def dbt_cli_env(uri: str) -> dict[str, str]:
         "PACBOOK_DBT_PASSWORD": parts.password,
         "PACBOOK_DBT_DBNAME": parts.dbname,
     }
+
+
+def dbt_executable() -> str:
+    """The dbt CLI of the interpreter that runs: beside it in a virtualenv (`make`), else on PATH
+    (the image installs the requirements as the airflow user, into ~/.local/bin)."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
 COSMOS_EXECUTION_MODES = ("local-runner", "local-subprocess", "watcher")

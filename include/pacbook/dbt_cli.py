@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def dbt_command(*args: str, target: Path | str, log_path: Path | str | None = No
     shared manifest that Cosmos renders from stays untouched."""
     project = str(config.DBT_PROJECT_DIR)
     return [
-        str(Path(sys.executable).with_name("dbt")),
+        config.dbt_executable(),
         *args,
         *("--project-dir", project, "--profiles-dir", project),
         *("--target-path", str(target), "--log-path", str(log_path or target)),

@@ -110,6 +110,8 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
         execution_config=ExecutionConfig(
             execution_mode=execution_mode,
             invocation_mode=invocation_mode,
+            # Cosmos looks for `dbt` on PATH, which the components' environment need not have.
+            dbt_executable_path=config.dbt_executable(),
             # A test runs with the last of the models it reads: `eager` would run a relationships
             # test with its first parent, before the other one exists.
             test_indirect_selection=TestIndirectSelection.BUILDABLE,

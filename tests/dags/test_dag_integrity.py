@@ -118,3 +118,13 @@ def test_trigger_params_are_typed_and_validated(dagbag):
             for key, value in bad.items():
                 params[key] = value
             params.validate()
+
+
+def test_dbt_tasks_run_the_dbt_of_this_environment_whatever_the_path(dagbag):
+    """The components are started by absolute path, so `dbt` need not be on their PATH: a dbt process
+    per task (PACBOOK_COSMOS_EXECUTION_MODE=local-subprocess) failed with "No such file: 'dbt'"."""
+    dbt_task = dagbag.dags[config.DAG_ID].get_task("dwh.fct_sales_model_build")
+    executable = dbt_task.dbt_executable_path
+    assert os.access(executable, os.X_OK), executable
+    version = subprocess.run([executable, "--version"], env={"PATH": "/nonexistent"}, capture_output=True, text=True)
+    assert version.returncode == 0 and "1.11" in version.stdout, version.stdout + version.stderr

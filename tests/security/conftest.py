@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,7 +100,7 @@ def run_dbt(
     env.pop("PGOPTIONS", None)
     if pii_key is not None:
         env["PGOPTIONS"] = pii_key_options(pii_key, previous_key)
-    dbt = str(Path(sys.executable).with_name("dbt"))
+    dbt = config.dbt_executable()
     project = ["--project-dir", str(config.DBT_PROJECT_DIR), "--profiles-dir", str(config.DBT_PROJECT_DIR)]
     paths = ["--target-path", str(target), "--log-path", str(target / "logs")]
     return subprocess.run([dbt, *args, *project, *paths], env=env, capture_output=True, text=True, timeout=900)
