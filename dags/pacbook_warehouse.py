@@ -81,9 +81,6 @@ def _interval(dag_run) -> tuple:
     return (dag_run.data_interval_start or end - timedelta(days=1), end)
 
 
-SNAPSHOT_AT = "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}"
-
-
 @dag(
     dag_id=config.DAG_ID,
     # A data-interval timetable, so the run for 2025-03-10 covers 2025-03-10 and backfills are exact.
