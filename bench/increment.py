@@ -6,7 +6,9 @@ On its own embedded PostgreSQL (``<state_dir>/bench/postgres-increment``) and on
   ``dbt build --full-refresh`` (every model, snapshot, seed and test);
 * **nightly increment** — into a warehouse that has already loaded and built night N (prepared untimed, the
   way the nightly run left it): ``extract_source`` of night N+1 (the growing tables by increment), then
-  ``dbt build`` (fct_sales and fct_order_fulfilment incremental, everything else rebuilt as every night).
+  the state-aware ``dbt build`` of the nightly run (``dbt_cli.build_changed``, ``build_state.py``): the nodes
+  whose staging tables or parents changed since their last build, with their tests (fct_sales and
+  fct_order_fulfilment incremental); the nodes nothing changed for are left as they are.
 
 Night N is the generator's last day of orders; night N+1 holds the new orders this benchmark adds to the
 source once (1% of the existing orders, 1-3 lines and 1-2 status events each) plus a late Cancelled event
@@ -42,7 +44,7 @@ import psycopg
 from bench.extraction import ensure_source, fresh_warehouse, log, median, quiet_luigi, scale_tag, write_results
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config, embedded_postgres
-from include.pacbook.dbt_cli import dbt_command, dbt_env
+from include.pacbook.dbt_cli import changed_selection, dbt_command, dbt_env, record_builds, warehouse_clock
 
 DEFAULT_PORT = 55456  # the extraction benchmark's server uses 55455: both can run at the same time
 NIGHTLY_WAREHOUSE_DB = "bench_warehouse_nightly"  # the full rebuild uses bench.extraction's bench_warehouse
@@ -227,9 +229,10 @@ class DbtNode:
 
 @dataclass
 class DbtBuild:
-    seconds: float  # wall time of the dbt process
+    seconds: float  # wall time of the plan and the dbt process
     dbt_elapsed_seconds: float  # dbt's own elapsed time (run_results.json): without start-up and parsing
     nodes: list[DbtNode]
+    plan: dict[str, int]  # models, snapshots and seeds rebuilt / left up to date (build_state.py)
 
     def group_seconds(self) -> dict[str, float]:
         sums: dict[str, float] = {}
@@ -275,26 +278,38 @@ def extract_night(
     return Extraction(seconds, rows, float(window), float(validation or 0), int(rejected or 0))
 
 
-def build_warehouse(warehouse_uri: str, interval: Interval, *extra: str, keep_target: Path | None = None) -> DbtBuild:
-    """`dbt build` as the nightly run calls it (dbt_cli.run_dbt: a fresh target folder, so a full parse),
-    keeping run_results.json and the manifest to tell where the time went. With ``keep_target`` (an empty
-    or new folder) dbt writes there and the folder stays, compiled SQL and all; else it goes afterwards."""
+def build_warehouse(
+    warehouse_uri: str, interval: Interval, *extra: str, keep_target: Path | None = None, run_id: str = "bench"
+) -> DbtBuild:
+    """`dbt build` as the nightly run does it (dbt_cli.build_changed: the nodes whose inputs or code
+    changed since their last build, their tests with them; everything with ``--full-refresh``), in a fresh
+    target folder (so a full parse), keeping run_results.json and the manifest to tell where the time
+    went. With ``keep_target`` (an empty or new folder) dbt writes there and the folder stays, compiled
+    SQL and all; else it goes afterwards. The plan (reading the warehouse's build state) is timed too."""
     snapshot_at = naive(interval[1]).strftime("%Y-%m-%d %H:%M:%S")
+    started = time.perf_counter()
+    started_at = warehouse_clock(warehouse_uri)
+    selection, counts = changed_selection(warehouse_uri, full_refresh="--full-refresh" in extra)
+    if selection is None:
+        return DbtBuild(time.perf_counter() - started, 0.0, [], counts)
+    extra = tuple(arg for arg in extra if arg != "--full-refresh")
     with tempfile.TemporaryDirectory(prefix="pacbook-bench-dbt-") as folder:
         target = keep_target or Path(folder)
-        command = dbt_command("build", *extra, "--vars", json.dumps({"snapshot_at": snapshot_at}), target=target)
-        started = time.perf_counter()
+        command = dbt_command(
+            "build", *selection, *extra, "--vars", json.dumps({"snapshot_at": snapshot_at}), target=target
+        )
         done = subprocess.run(command, env=dbt_env(warehouse_uri), capture_output=True, text=True)
-        seconds = time.perf_counter() - started
         if done.returncode:
             raise RuntimeError(f"dbt build {' '.join(extra)} failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
+        record_builds(warehouse_uri, target, run_id, started_at)
+        seconds = time.perf_counter() - started
         results = json.loads((target / "run_results.json").read_text())
         manifest = json.loads((target / "manifest.json").read_text())
     nodes = [
         DbtNode(r["unique_id"], node_group(manifest, r["unique_id"]), float(r["execution_time"]))
         for r in results["results"]
     ]
-    return DbtBuild(seconds, float(results["elapsed_time"]), nodes)
+    return DbtBuild(seconds, float(results["elapsed_time"]), nodes, counts)
 
 
 def node_group(manifest: dict, unique_id: str) -> str:
@@ -470,7 +485,8 @@ def raw_runs(increments: list[NightlyLoad], fulls: list[NightlyLoad]) -> list[st
 
     return [
         f"  run {rep}: increment {seconds(inc)}   full {seconds(full)}   "
-        f"ratio {inc.total_seconds / full.total_seconds:.2f}"
+        f"ratio {inc.total_seconds / full.total_seconds:.2f}   increment rebuilt {inc.dbt.plan['rebuilt']} nodes "
+        f"({len(inc.dbt.nodes)} with tests), left {inc.dbt.plan['up_to_date']}"
         for rep, (inc, full) in enumerate(zip(increments, fulls, strict=True), start=1)
     ]
 
@@ -593,6 +609,8 @@ def _load_as_dict(load: NightlyLoad) -> dict:
         "dbt_elapsed_seconds": round(load.dbt.dbt_elapsed_seconds, 3),
         "dbt_fact_seconds": round(load.dbt.fact_seconds, 3),
         "dbt_group_seconds": {g: round(s, 3) for g, s in load.dbt.group_seconds().items()},
+        "dbt_nodes_run": len(load.dbt.nodes),
+        "dbt_plan": load.dbt.plan,
         "orders_rebuilt": load.orders_rebuilt,
         "total_seconds": round(load.total_seconds, 3),
     }

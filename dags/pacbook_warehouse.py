@@ -10,7 +10,8 @@ validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.re
 → `export_marts` (Parquet + DuckDB), `write_reports` (daily, and month-end on the last day),
 `publish_dbt_docs` → `finish_run` (the run's row in `audit.pipeline_run`).
 
-Each dbt task builds one model and runs its tests. Connections: `pacbook_source`,
+Each dbt task builds one model and runs its tests, or is skipped when nothing it reads changed
+since its last build (the log says why; RUNBOOK.md#skipped-dbt-tasks). Connections: `pacbook_source`,
 `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
 
 **Trigger parameters**: `full_refresh` rebuilds every model and reloads every table;
@@ -179,12 +180,17 @@ def pacbook_warehouse():
         from include.pacbook.pipeline import build_selected_models
 
         snapshot_at = (dag_run.data_interval_end or dag_run.run_after).strftime("%Y-%m-%d %H:%M:%S")
-        build_selected_models(params["dbt_select"].strip(), params["full_refresh"], snapshot_at)
+        build_selected_models(params["dbt_select"].strip(), params["full_refresh"], snapshot_at, dag_run.run_id)
 
-    @task(execution_timeout=timedelta(minutes=10), trigger_rule="none_failed_min_one_success")
-    def forecast(dag_run=None) -> dict[str, float | None]:
+    # After the marts or the selection, whichever ran; also when every mart was up to date (skipped).
+    @task(execution_timeout=timedelta(minutes=10), trigger_rule="none_failed")
+    def forecast(dag_run=None, params=None) -> dict[str, float | None]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from include.pacbook.pipeline import forecast_sales
 
+        if params["dry_run"]:
+            raise AirflowSkipException("dry run: nothing is forecast")
         return forecast_sales((dag_run.data_interval_end or dag_run.run_after).date())
 
     @task(execution_timeout=timedelta(minutes=10))

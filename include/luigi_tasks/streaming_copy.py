@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from include.pacbook.warehouse import connect
+from include.pacbook.warehouse import connect, track_staging_changes
 
 log = logging.getLogger("pacbook.extract")
 
@@ -90,6 +90,7 @@ def _ensure_staging_table(conn, table: str, columns: list[Column]) -> tuple[list
             sql.SQL("{} {}").format(sql.Identifier(col.name), sql.SQL(col.type)) for col in columns
         )
         conn.execute(sql.SQL("create table staging.{} ({})").format(sql.Identifier(table), column_defs))
+        track_staging_changes(conn, table)
         return columns, []
     missing = [c for c in existing if c not in columns]
     if missing:

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from include.pacbook import config
+from include.pacbook import build_state, config, warehouse
 from include.pacbook.privileges import pii_session_env
 
 log = logging.getLogger("pacbook.dbt")
@@ -42,20 +42,90 @@ def dbt_command(*args: str, target: Path | str, log_path: Path | str | None = No
     ]
 
 
-def run_dbt(*args: str, dbt_vars: dict[str, str] | None = None, warehouse_uri: str) -> None:
-    """Runs `dbt <args>` with the project's CLI profile; dbt's own output goes to this task's log."""
+def run_dbt(
+    *args: str, dbt_vars: dict[str, str] | None = None, warehouse_uri: str, record_as_run: str | None = None
+) -> None:
+    """Runs `dbt <args>` with the project's CLI profile; dbt's own output goes to this task's log.
+    With ``record_as_run``, the nodes it built whose tests passed are recorded as built by that run
+    (``audit.dbt_node_build``), failed or not, so the nightly build knows them up to date."""
     env = dbt_env(warehouse_uri)
+    started_at = warehouse_clock(warehouse_uri) if record_as_run else None
     with tempfile.TemporaryDirectory(prefix="pacbook-dbt-") as target:
         command = dbt_command(*args, *(["--vars", json.dumps(dbt_vars)] if dbt_vars else []), target=target)
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         for line in process.stdout:
             log.info("dbt: %s", line.rstrip())
-        if process.wait() != 0:
+        returncode = process.wait()
+        if record_as_run and started_at is not None:
+            record_builds(warehouse_uri, Path(target), record_as_run, started_at)
+        if returncode != 0:
             failures = _failures(Path(target) / "run_results.json")
             raise DbtCommandError(
                 f"dbt {' '.join(args)} failed: {failures or 'see dbt output above'} — see RUNBOOK.md#dbt-model-failed"
             )
+
+
+def build_changed(warehouse_uri: str, run_id: str, snapshot_at: str, full_refresh: bool = False) -> dict[str, int]:
+    """`dbt build` of what changed (``changed_selection``); returns how many nodes were rebuilt and how
+    many were up to date."""
+    selection, counts = changed_selection(warehouse_uri, full_refresh)
+    if selection is not None:
+        run_dbt(
+            "build",
+            *selection,
+            dbt_vars={"snapshot_at": snapshot_at},
+            warehouse_uri=warehouse_uri,
+            record_as_run=run_id,
+        )
+    return counts
+
+
+def changed_selection(warehouse_uri: str, full_refresh: bool = False) -> tuple[list[str] | None, dict[str, int]]:
+    """The `dbt build` arguments that rebuild the nodes whose inputs or code changed since their last
+    build, with their tests and the tests of the staging tables that changed (build_state.py): none
+    (the whole project) on a full refresh, None when everything is up to date."""
+    nodes = build_state.manifest_nodes()
+    with warehouse.connect(warehouse_uri) as conn:
+        state = build_state.read_state(conn, nodes.values())
+    decisions = build_state.plan(nodes, state, full_refresh)
+    stale = [uid for uid, decision in decisions.items() if decision.rebuild]
+    for uid, decision in decisions.items():
+        log.info("%s %s: %s", "rebuild" if decision.rebuild else "skip", nodes[uid].name, decision.reason)
+    counts = {"rebuilt": len(stale), "up_to_date": len(decisions) - len(stale)}
+    if full_refresh:
+        return ["--full-refresh"], counts
+    if not stale:
+        return None, counts
+    sources = {
+        selector
+        for uid in stale
+        for table, selector in zip(nodes[uid].staging_tables, nodes[uid].source_selectors, strict=True)
+        if table in decisions[uid].changed_tables
+    }
+    return ["--select", *(nodes[uid].name for uid in stale), *sorted(sources)], counts
+
+
+def warehouse_clock(warehouse_uri: str):
+    with warehouse.connect(warehouse_uri) as conn:
+        return conn.execute("select clock_timestamp()").fetchone()[0]
+
+
+def record_builds(warehouse_uri: str, target: Path, run_id: str, started_at) -> None:
+    """Records what the dbt run that wrote ``target`` built (build_state.record_builds)."""
+    run_results, manifest = target / "run_results.json", target / "manifest.json"
+    if not run_results.exists() or not manifest.exists():
+        return
+    with warehouse.connect(warehouse_uri) as conn:
+        built = build_state.record_builds(
+            conn,
+            build_state.manifest_nodes(),
+            json.loads(run_results.read_text()),
+            json.loads(manifest.read_text()),
+            run_id,
+            started_at,
+        )
+    log.info("recorded %d dbt nodes as built by run %s", len(built), run_id)
 
 
 def _failures(run_results: Path) -> str:

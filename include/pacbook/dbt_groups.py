@@ -24,7 +24,7 @@ from cosmos import (
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from include.pacbook import config
+from include.pacbook import build_state, config
 
 # Layers, in the order data flows; each selects the dbt folders whose tables land in that schema.
 LAYERS = {
@@ -54,6 +54,16 @@ EXECUTION_MODES = {
 # Cosmos gives the node tasks the indirect selection of ExecutionConfig, not the watcher's producer: its
 # `dbt build` of a layer would otherwise run a relationships test with the first of its models' layers.
 WATCHER_PRODUCER_ARGS = {"indirect_selection": TestIndirectSelection.BUILDABLE.value}
+
+
+# State-aware builds (build_state.py): a node task whose inputs did not change since its last build is
+# skipped, and the nodes after it still run, so every dbt task runs unless something upstream failed.
+# Skipped for a dry run or a selection run by the same check, since those branches no longer carry over.
+STATE_AWARE_ARGS = {
+    "pre_execute": build_state.skip_cosmos_build_when_up_to_date,
+    "post_execute": build_state.record_cosmos_build,
+    "trigger_rule": "none_failed",
+}
 
 
 @functools.cache
@@ -129,6 +139,6 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
             "install_deps": False,
             "env": DBT_ENV,
             "full_refresh": "{{ params.full_refresh }}",
-            **(WATCHER_PRODUCER_ARGS if execution_mode == ExecutionMode.WATCHER else {}),
+            **(WATCHER_PRODUCER_ARGS if execution_mode == ExecutionMode.WATCHER else STATE_AWARE_ARGS),
         },
     )

@@ -148,7 +148,7 @@ def reconcile_with_source(run_id: str, interval_start, interval_end, partial_reb
     return {f"{c.measure} [{c.window}]": str(c.source) for c in comparisons}
 
 
-def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str) -> None:
+def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str, run_id: str) -> None:
     from include.pacbook.dbt_cli import run_dbt
 
     run_dbt(
@@ -158,4 +158,5 @@ def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str) -
         *(["--full-refresh"] if full_refresh else []),
         dbt_vars={"snapshot_at": snapshot_at},
         warehouse_uri=config.warehouse_uri(),
+        record_as_run=run_id,
     )

@@ -280,10 +280,13 @@ def _grant_loader(conn: psycopg.Connection, roles: Roles) -> None:
 
 
 def _grant_transformer(conn: psycopg.Connection, roles: Roles) -> None:
-    """dbt: reads the loader's staging tables, creates its staging views there, owns dwh and marts."""
+    """dbt: reads the loader's staging tables, creates its staging views there, owns dwh and marts.
+    Reads the audit tables (when staging changed: state-aware builds, build_state.py) and records
+    its builds only through audit.record_dbt_build."""
     _grant_on_schema(conn, "staging", roles.transformer, ("select",), creators=(roles.loader,), create=True)
     for schema in ("dwh", "marts"):
         _grant_on_schema(conn, schema, roles.transformer, TABLE_WRITES, creators=(), create=True)
+    _grant_on_schema(conn, "audit", roles.transformer, ("select",), creators=(roles.loader,))
 
 
 def _grant_readers(conn: psycopg.Connection, roles: Roles) -> None:

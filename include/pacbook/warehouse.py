@@ -41,6 +41,53 @@ def ensure_schemas(uri: str) -> None:
                 conn.execute(ddl)
             except psycopg.Error as error:
                 raise RuntimeError(f"warehouse DDL {name} failed: {error}") from error
+        track_staging_changes(conn)
+
+
+# One statement trigger per kind of write; a delete or update counts only when it touched a row
+# (warehouse_ddl/60_audit_dbt_build_state.sql).
+CHANGE_TRIGGERS = {
+    "pacbook_note_insert": ("insert", ""),
+    "pacbook_note_delete": ("delete", "referencing old table as gone_rows"),
+    "pacbook_note_update": ("update", "referencing new table as changed_rows"),
+    "pacbook_note_truncate": ("truncate", ""),
+}
+
+
+def track_staging_changes(conn: psycopg.Connection, table: str | None = None) -> None:
+    """Puts the change triggers on ``staging.<table>`` (default: every staging table without them), so
+    ``audit.staging_change`` knows when it last changed. A table seen for the first time counts as
+    changed now: whatever was built before from it is rebuilt once. Only tables of the current user's
+    roles are touched; another role's tables get theirs when that role runs this."""
+    untracked = conn.execute(
+        """
+        select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'staging' and c.relkind = 'r' and (%(table)s::text is null or c.relname = %(table)s)
+          -- a trigger needs the table's owner: the loader puts them on the tables it creates
+          and pg_has_role(current_user, c.relowner, 'usage')
+          and (select count(*) from pg_trigger t where t.tgrelid = c.oid and t.tgname = any(%(triggers)s))
+              < cardinality(%(triggers)s)
+        """,
+        {"table": table, "triggers": list(CHANGE_TRIGGERS)},
+    ).fetchall()
+    create_trigger = psycopg.sql.SQL(
+        "create or replace trigger {} after {} on {} {} for each statement execute function audit.note_staging_change()"
+    )
+    for (name,) in untracked:
+        for trigger, (event, referencing) in CHANGE_TRIGGERS.items():
+            conn.execute(
+                create_trigger.format(
+                    psycopg.sql.Identifier(trigger),
+                    psycopg.sql.SQL(event),
+                    psycopg.sql.Identifier("staging", name),
+                    psycopg.sql.SQL(referencing),
+                )
+            )
+        conn.execute(
+            "insert into audit.staging_change (table_name, changed_at) values (%s, clock_timestamp()) "
+            "on conflict (table_name) do nothing",
+            (name,),
+        )
 
 
 def load_is_recorded(uri: str, run_id: str, table: str) -> bool:

@@ -128,3 +128,19 @@ def test_dbt_tasks_run_the_dbt_of_this_environment_whatever_the_path(dagbag):
     assert os.access(executable, os.X_OK), executable
     version = subprocess.run([executable, "--version"], env={"PATH": "/nonexistent"}, capture_output=True, text=True)
     assert version.returncode == 0 and "1.11" in version.stdout, version.stdout + version.stderr
+
+
+def test_dbt_tasks_skip_what_is_up_to_date_and_the_dag_runs_on_past_them(dagbag):
+    """State-aware builds: each dbt task checks its node before dbt starts and records it after its
+    tests passed; a skipped node must not skip what follows, a failed one must stop it."""
+    from include.pacbook import build_state
+
+    dag = dagbag.dags[config.DAG_ID]
+    dbt_tasks = [t for t in dag.tasks if t.task_id.split(".")[0] in ("staging", "dwh", "marts")]
+    assert len(dbt_tasks) == len(build_state.manifest_nodes())
+    for task in dbt_tasks:
+        assert task._pre_execute_hook is build_state.skip_cosmos_build_when_up_to_date, task.task_id
+        assert task._post_execute_hook is build_state.record_cosmos_build, task.task_id
+        assert task.trigger_rule == "none_failed", task.task_id
+    # after the marts: also when every mart was up to date, never after a failure
+    assert dag.get_task("forecast").trigger_rule == "none_failed"
