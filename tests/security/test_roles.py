@@ -190,6 +190,20 @@ def test_transformer_cannot_write_the_loaders_schemas(secured):
     denial(transformer, "create table quarantine.transformer_table (id int)")
 
 
+def test_transformer_records_its_builds_only_through_the_recording_function(secured):
+    """State-aware builds: dbt's role reads when staging changed and records what it built, and that is all."""
+    transformer = secured.warehouse_as(secured.roles.transformer)
+    with psycopg.connect(transformer) as conn:
+        assert conn.execute("select count(*) from audit.staging_change").fetchone()[0] >= len(config.SOURCE_TABLES)
+        conn.execute("select audit.record_dbt_build('model.pacbook.probe', 'fingerprint', now(), 'probe_run')")
+        recorded = conn.execute("select run_id from audit.dbt_node_build where unique_id = 'model.pacbook.probe'")
+        assert recorded.fetchone() == ("probe_run",)
+        conn.rollback()
+    denial(transformer, "insert into audit.dbt_node_build values ('model.pacbook.x', 'f', now(), 'r')")
+    denial(transformer, "delete from audit.dbt_node_build")
+    denial(transformer, "update audit.staging_change set changed_at = now()")
+
+
 # --- later objects, repeat runs
 
 
