@@ -244,7 +244,9 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
         state = read_state(conn, [node])
     decision = decide(node, state, full_refresh=bool(params.get("full_refresh")))
     if not decision.rebuild:
-        raise AirflowSkipException(f"{node.name} is {decision.reason} (RUNBOOK.md#skipped-dbt-tasks)")
+        message = f"{node.name} is {decision.reason}: skipped (RUNBOOK.md#skipped-dbt-tasks)"
+        log.info("%s", message)  # the skip's own reason is a field a plain-text log view leaves out
+        raise AirflowSkipException(message)
     log.info("%s is rebuilt: %s", node.name, decision.reason)
     context[STARTED_AT_KEY] = state.now
 
