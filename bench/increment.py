@@ -33,7 +33,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -44,7 +43,14 @@ import psycopg
 from bench.extraction import ensure_source, fresh_warehouse, log, median, quiet_luigi, scale_tag, write_results
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config, embedded_postgres
-from include.pacbook.dbt_cli import changed_selection, dbt_command, dbt_env, record_builds, warehouse_clock
+from include.pacbook.dbt_cli import (
+    changed_selection,
+    dbt_command,
+    dbt_env,
+    dbt_target,
+    record_builds,
+    warehouse_clock,
+)
 
 DEFAULT_PORT = 55456  # the extraction benchmark's server uses 55455: both can run at the same time
 NIGHTLY_WAREHOUSE_DB = "bench_warehouse_nightly"  # the full rebuild uses bench.extraction's bench_warehouse
@@ -282,23 +288,24 @@ def build_warehouse(
     warehouse_uri: str, interval: Interval, *extra: str, keep_target: Path | None = None, run_id: str = "bench"
 ) -> DbtBuild:
     """`dbt build` as the nightly run does it (dbt_cli.build_changed: the nodes whose inputs or code
-    changed since their last build, their tests with them; everything with ``--full-refresh``), in a fresh
-    target folder (so a full parse), keeping run_results.json and the manifest to tell where the time
-    went. With ``keep_target`` (an empty or new folder) dbt writes there and the folder stays, compiled
-    SQL and all; else it goes afterwards. The plan (reading the warehouse's build state) is timed too."""
+    changed since their last build, their tests with them; everything with ``--full-refresh``; the
+    warehouse's own target folder, so dbt parses only what changed; the night's time in the
+    environment), reading run_results.json and the manifest to tell where the time went. With
+    ``keep_target`` (an empty or new folder) dbt writes there instead, a full parse, and the folder
+    stays, compiled SQL and all. The plan (reading the warehouse's build state) is timed too."""
     snapshot_at = naive(interval[1]).strftime("%Y-%m-%d %H:%M:%S")
+    env = dbt_env(warehouse_uri) | {config.SNAPSHOT_AT_VARIABLE: snapshot_at}
     started = time.perf_counter()
     started_at = warehouse_clock(warehouse_uri)
     selection, counts = changed_selection(warehouse_uri, full_refresh="--full-refresh" in extra)
     if selection is None:
         return DbtBuild(time.perf_counter() - started, 0.0, [], counts)
     extra = tuple(arg for arg in extra if arg != "--full-refresh")
-    with tempfile.TemporaryDirectory(prefix="pacbook-bench-dbt-") as folder:
-        target = keep_target or Path(folder)
-        command = dbt_command(
-            "build", *selection, *extra, "--vars", json.dumps({"snapshot_at": snapshot_at}), target=target
+    with contextlib.ExitStack() as stack:
+        target = keep_target or stack.enter_context(dbt_target(warehouse_uri))
+        done = subprocess.run(
+            dbt_command("build", *selection, *extra, target=target), env=env, capture_output=True, text=True
         )
-        done = subprocess.run(command, env=dbt_env(warehouse_uri), capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"dbt build {' '.join(extra)} failed:\n{done.stdout[-4000:]}{done.stderr[-2000:]}")
         record_builds(warehouse_uri, target, run_id, started_at)

@@ -150,7 +150,7 @@ def bare_dbt_build(warehouse_uri: str, snapshot_at: str) -> float:
     from include.pacbook.dbt_cli import run_dbt
 
     started = time.perf_counter()
-    run_dbt("build", dbt_vars={"snapshot_at": snapshot_at}, warehouse_uri=warehouse_uri)
+    run_dbt("build", snapshot_at=snapshot_at, warehouse_uri=warehouse_uri)
     return time.perf_counter() - started
 
 

@@ -27,6 +27,9 @@ DAG_ID = "pacbook_warehouse"
 DBT_PROJECT_NAME = "pacbook"
 DBT_PROJECT_DIR = PROJECT_ROOT / "include" / "dbt_pacbook"
 DBT_MANIFEST_PATH = DBT_PROJECT_DIR / "target" / "manifest.json"
+# When a dbt run stamps its snapshots' new versions: set by dbt_groups and dbt_cli, read by
+# macros/snapshot_get_time.sql (an environment variable, not a var: vars that change force a full parse).
+SNAPSHOT_AT_VARIABLE = "PACBOOK_SNAPSHOT_AT"
 
 # The 15 tables of the PacBook OLTP source (CONTRACT.md §2), in an order that respects foreign keys.
 SOURCE_TABLES = (

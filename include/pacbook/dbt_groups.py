@@ -39,7 +39,7 @@ LAYERS = {
 # environment, not as a dbt var: a var that changes every night would make each task parse the
 # whole project again (macros/snapshot_get_time.sql).
 DBT_ENV = {
-    "PACBOOK_SNAPSHOT_AT": "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}",
+    config.SNAPSHOT_AT_VARIABLE: "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}",
 }
 
 
@@ -59,6 +59,7 @@ WATCHER_PRODUCER_ARGS = {"indirect_selection": TestIndirectSelection.BUILDABLE.v
 # State-aware builds (build_state.py): a node task whose inputs did not change since its last build is
 # skipped, and the nodes after it still run, so every dbt task runs unless something upstream failed.
 # Skipped for a dry run or a selection run by the same check, since those branches no longer carry over.
+# The LOCAL modes only: the watcher's producer builds a whole layer in one `dbt build`.
 STATE_AWARE_ARGS = {
     "pre_execute": build_state.skip_cosmos_build_when_up_to_date,
     "post_execute": build_state.record_cosmos_build,

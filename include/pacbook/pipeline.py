@@ -156,7 +156,7 @@ def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str, r
         "--select",
         selector,
         *(["--full-refresh"] if full_refresh else []),
-        dbt_vars={"snapshot_at": snapshot_at},
+        snapshot_at=snapshot_at,
         warehouse_uri=config.warehouse_uri(),
         record_as_run=run_id,
     )
