@@ -16,9 +16,10 @@ watcher tasks do not rerun the watcher way when cleared). The Cosmos figure is t
 task's start to the last one's end, read from the run's task instances (so the sensors, extraction and
 everything after the marts are left out). Each Cosmos rerun alternates with one bare ``dbt build`` of the
 whole project on the same warehouse, called the way the pipeline calls dbt (``dbt_cli.run_dbt``: the CLI
-profile, 4 threads, a fresh target folder, ``--vars {"snapshot_at": ...}``): both then redo the same nightly
-work on a built warehouse with no new data. The figures are medians of ``--repeat``; results go to
-``<state_dir>/bench/transform-<scale>.json``.
+profile, 4 threads, the warehouse's kept target folder, the night's time in ``PACBOOK_SNAPSHOT_AT``): both
+then redo the same work on a built warehouse with no new data, every node (the warehouse forgets its
+builds before each Cosmos rerun, else state-aware builds would skip them all). The figures are medians
+of ``--repeat``; results go to ``<state_dir>/bench/transform-<scale>.json``.
 
     PYTHONPATH=. .venv/bin/python -m bench.transform --scale 1 --repeat 3
 """
