@@ -10,9 +10,9 @@ validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.re
 → `export_marts` (Parquet + DuckDB), `write_reports` (daily, and month-end on the last day),
 `publish_dbt_docs` → `finish_run` (the run's row in `audit.pipeline_run`).
 
-Each dbt task builds one model and runs its tests, or is skipped when nothing it reads changed
-since its last build (the log says why; RUNBOOK.md#skipped-dbt-tasks). Connections: `pacbook_source`,
-`pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
+Each dbt task builds one model and runs its tests, unless nothing it reads changed since its last
+build: then it ends without running dbt (the log says why; RUNBOOK.md#up-to-date-dbt-tasks).
+Connections: `pacbook_source`, `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
 
 **Trigger parameters**: `full_refresh` rebuilds every model and reloads every table;
 `dbt_select` rebuilds only what a dbt selector names (e.g. `marts.monthly_sales+`);
@@ -182,15 +182,10 @@ def pacbook_warehouse():
         snapshot_at = (dag_run.data_interval_end or dag_run.run_after).strftime("%Y-%m-%d %H:%M:%S")
         build_selected_models(params["dbt_select"].strip(), params["full_refresh"], snapshot_at, dag_run.run_id)
 
-    # After the marts or the selection, whichever ran; also when every mart was up to date (skipped).
-    @task(execution_timeout=timedelta(minutes=10), trigger_rule="none_failed")
-    def forecast(dag_run=None, params=None) -> dict[str, float | None]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
+    @task(execution_timeout=timedelta(minutes=10), trigger_rule="none_failed_min_one_success")
+    def forecast(dag_run=None) -> dict[str, float | None]:
         from include.pacbook.pipeline import forecast_sales
 
-        if params["dry_run"]:
-            raise AirflowSkipException("dry run: nothing is forecast")
         return forecast_sales((dag_run.data_interval_end or dag_run.run_after).date())
 
     @task(execution_timeout=timedelta(minutes=10))

@@ -10,7 +10,8 @@ A node (model, snapshot or seed) is rebuilt, its tests with it, when
 * a node it reads is rebuilt in this run, or was built after it (a run that failed half-way).
 
 Otherwise the same SQL over the same rows would write the same rows and its tests would say what they
-said: the node is up to date and its build is skipped. A night with only new orders rebuilds the order
+said: the node is up to date and its build is skipped (the task succeeds without running dbt). A night
+with only new orders rebuilds the order
 facts, the marts over them and their tests, and leaves the book, author, publisher and shipping
 dimensions as they are. ``audit.dbt_node_build`` holds each node's last successful build (node and
 tests passed), written after the build by the Cosmos task (``record_cosmos_build``) or the dbt CLI
@@ -224,17 +225,12 @@ def _cosmos_node(context) -> str | None:
 
 
 def skip_cosmos_build_when_up_to_date(context) -> None:
-    """Before a Cosmos dbt task (``pre_execute``): skips it in a dry run and a selection run (the DAG's
-    branches), and when its node is up to date; otherwise logs why the node is rebuilt."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
+    """Before a Cosmos dbt task (``pre_execute``): when its node is up to date, the task does not run dbt
+    and ends successfully, so the nodes after it run as usual (as Cosmos does for an unchanged seed: a
+    skipped task would skip everything downstream); otherwise logs why the node is rebuilt."""
     from include.pacbook.warehouse import connect
 
-    params = context["params"]
-    if params.get("dry_run"):
-        raise AirflowSkipException("dry run: no dbt node is built")
-    if str(params.get("dbt_select") or "").strip():
-        raise AirflowSkipException("a selection run: task dbt_selected builds the selected nodes")
+    task = context["task"]
     uid = _cosmos_node(context)
     nodes = manifest_nodes()
     if uid not in nodes:
@@ -242,13 +238,18 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
     node = nodes[uid]
     with connect(config.warehouse_uri()) as conn:
         state = read_state(conn, [node])
-    decision = decide(node, state, full_refresh=bool(params.get("full_refresh")))
-    if not decision.rebuild:
-        message = f"{node.name} is {decision.reason}: skipped (RUNBOOK.md#skipped-dbt-tasks)"
-        log.info("%s", message)  # the skip's own reason is a field a plain-text log view leaves out
-        raise AirflowSkipException(message)
-    log.info("%s is rebuilt: %s", node.name, decision.reason)
-    context[STARTED_AT_KEY] = state.now
+    decision = decide(node, state, full_refresh=bool(context["params"].get("full_refresh")))
+    if decision.rebuild:
+        log.info("%s is rebuilt: %s", node.name, decision.reason)
+        context[STARTED_AT_KEY] = state.now
+        return
+    message = f"{node.name} is {decision.reason}: not rebuilt (RUNBOOK.md#up-to-date-dbt-tasks)"
+
+    def not_rebuilt(*args, **kwargs) -> None:
+        log.info("%s", message)
+
+    # The operator's execute() runs dbt through this method; the instance exists for this try only.
+    task.build_and_run_cmd = not_rebuilt
 
 
 def record_cosmos_build(context, result=None) -> None:

@@ -56,14 +56,12 @@ EXECUTION_MODES = {
 WATCHER_PRODUCER_ARGS = {"indirect_selection": TestIndirectSelection.BUILDABLE.value}
 
 
-# State-aware builds (build_state.py): a node task whose inputs did not change since its last build is
-# skipped, and the nodes after it still run, so every dbt task runs unless something upstream failed.
-# Skipped for a dry run or a selection run by the same check, since those branches no longer carry over.
-# The LOCAL modes only: the watcher's producer builds a whole layer in one `dbt build`.
+# State-aware builds (build_state.py): a node task whose inputs did not change since its last build
+# succeeds without running dbt; a rebuilt node is recorded once its tests passed. The LOCAL modes only:
+# the watcher's producer builds a whole layer in one `dbt build`.
 STATE_AWARE_ARGS = {
     "pre_execute": build_state.skip_cosmos_build_when_up_to_date,
     "post_execute": build_state.record_cosmos_build,
-    "trigger_rule": "none_failed",
 }
 
 
