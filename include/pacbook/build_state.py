@@ -4,7 +4,8 @@ A node (model, snapshot or seed) is rebuilt, its tests with it, when
 
 * the run is a full refresh;
 * it was never built, its relation is missing, or its fingerprint changed since its last build: its SQL
-  and configuration, the project's macros or the dbt version (a deploy);
+  and configuration, the project's macros or the dbt version (a deploy; an incremental model is then
+  rebuilt from scratch, as its old rows were built by the old code);
 * a staging table it reads changed after its last build (``audit.staging_change``, kept by triggers
   on every staging table, whoever wrote it);
 * a node it reads is rebuilt in this run, or was built after it (a run that failed half-way).
@@ -46,6 +47,7 @@ class Node:
     parents: tuple[str, ...]  # the models, snapshots and seeds it reads
     staging_tables: tuple[str, ...]  # the staging tables it reads (dbt sources)
     source_selectors: tuple[str, ...] = ()  # the same as dbt selectors: source:<source>.<table>
+    incremental: bool = False  # an incremental model keeps rows built by the code of earlier builds
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Decision:
     rebuild: bool
     reason: str
     changed_tables: tuple[str, ...] = ()  # the staging tables that made it stale
+    full_refresh: bool = False  # rebuilt from scratch: an incremental model whose code changed
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def project_nodes(manifest: Mapping) -> dict[str, Node]:
             parents=tuple(p for p in depends_on if p.split(".")[0] in BUILT_KINDS),
             staging_tables=(tables := tuple(sorted({sources[p] for p in depends_on if p in sources}))),
             source_selectors=tuple(selectors[t] for t in tables),
+            incremental=node["config"].get("materialized") == "incremental",
         )
     return {uid: nodes[uid] for uid in _parents_first(nodes)}
 
@@ -160,6 +164,13 @@ def decide(
     if build is None:
         return Decision(True, "no successful build recorded")
     if build.fingerprint != node.fingerprint:
+        if node.incremental:
+            # Its rows were built by the old code: an incremental build would only redo the new ones.
+            return Decision(
+                True,
+                "its code, configuration or macros changed since its last build: every row is rebuilt",
+                full_refresh=True,
+            )
         return Decision(True, "its code, configuration or macros changed since its last build")
     if node.relation not in state.relations:
         return Decision(True, f"{'.'.join(node.relation)} does not exist")
@@ -241,6 +252,8 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
     decision = decide(node, state, full_refresh=bool(context["params"].get("full_refresh")))
     if decision.rebuild:
         log.info("%s is rebuilt: %s", node.name, decision.reason)
+        if decision.full_refresh:
+            task.full_refresh = True
         context[STARTED_AT_KEY] = state.now
         return
     message = f"{node.name} is {decision.reason}: not rebuilt (RUNBOOK.md#up-to-date-dbt-tasks)"

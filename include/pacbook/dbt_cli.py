@@ -100,8 +100,9 @@ def build_changed(warehouse_uri: str, run_id: str, snapshot_at: str, full_refres
 
 def changed_selection(warehouse_uri: str, full_refresh: bool = False) -> tuple[list[str] | None, dict[str, int]]:
     """The `dbt build` arguments that rebuild the nodes whose inputs or code changed since their last
-    build, with their tests and the tests of the staging tables that changed (build_state.py): none
-    (the whole project) on a full refresh, None when everything is up to date."""
+    build, with their tests and the tests of the staging tables that changed (build_state.py), with
+    ``--full-refresh`` when an incremental model's code changed: none (the whole project) on a full
+    refresh, None when everything is up to date."""
     nodes = build_state.manifest_nodes()
     with warehouse.connect(warehouse_uri) as conn:
         state = build_state.read_state(conn, nodes.values())
@@ -114,13 +115,16 @@ def changed_selection(warehouse_uri: str, full_refresh: bool = False) -> tuple[l
         return ["--full-refresh"], counts
     if not stale:
         return None, counts
+    # An incremental model whose code changed is rebuilt from scratch; the flag reaches every
+    # incremental model of the selection (one dbt run keeps the build order).
+    refresh = ["--full-refresh"] if any(decisions[uid].full_refresh for uid in stale) else []
     sources = {
         selector
         for uid in stale
         for table, selector in zip(nodes[uid].staging_tables, nodes[uid].source_selectors, strict=True)
         if table in decisions[uid].changed_tables
     }
-    return ["--select", *(nodes[uid].name for uid in stale), *sorted(sources)], counts
+    return [*refresh, "--select", *(nodes[uid].name for uid in stale), *sorted(sources)], counts
 
 
 def warehouse_clock(warehouse_uri: str):

@@ -185,7 +185,13 @@ def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, 
     assert exported == query_one(warehouse, "select count(*), sum(gross_revenue) from marts.monthly_sales")
 
     # A third, plain night with nothing new but the night's (empty) order copies: state-aware builds
-    # rebuild what reads the orders; the other dbt tasks end at once without running dbt.
+    # rebuild what reads the orders; the other dbt tasks end at once without running dbt. A deploy
+    # changed an incremental model since: that one is rebuilt from scratch.
+    with psycopg.connect(warehouse) as conn:
+        conn.execute(
+            "update audit.dbt_node_build set fingerprint = 'older code' "
+            "where unique_id = 'model.pacbook.fct_customer_monthly'"
+        )
     third = run_pipeline(airflow, generated_source, warehouse)
     assert third["state"] == "success", failed_tasks(airflow, third)
     states = task_states(airflow, third)
@@ -197,6 +203,9 @@ def test_generated_source_runs_green_reconciles_and_reruns_identically(airflow, 
         assert "is up to date: built at" in log and "Running with dbt" not in log, log[-2000:]
     fact_log = airflow.task_log(config.DAG_ID, third["dag_run_id"], "dwh.fct_sales_model_build", 1)
     assert "fct_sales is rebuilt: stg_pacbook__" in fact_log or "fct_sales is rebuilt: int_orders" in fact_log
+    assert "--full-refresh" not in fact_log
+    monthly_log = airflow.task_log(config.DAG_ID, third["dag_run_id"], "dwh.fct_customer_monthly_model_build", 1)
+    assert "every row is rebuilt" in monthly_log and "--full-refresh" in monthly_log, monthly_log[-3000:]
     assert all(states[task] == "success" for task in ("forecast", "reconcile", "export_marts", "finish_run"))
     assert warehouse_fingerprint(warehouse) == before
 

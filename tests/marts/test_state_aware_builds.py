@@ -144,6 +144,18 @@ def test_any_write_to_staging_a_changed_model_or_a_lost_table_rebuilds_what_depe
     assert plan["monthly_sales"].reason == "marts.monthly_sales does not exist"
     assert {"dim_geography", "fct_sales", "profitability", "monthly_sales"} <= rebuilt(warehouse)
     assert not rebuilt(warehouse) & {"dim_book", "dim_customer", "stg_pacbook__address"}
+    assert not any(decision.full_refresh for decision in plan.values())
+    assert changed_selection(warehouse)[0][0] == "--select"
+    # A deploy that changes an incremental model: its old rows were built by the old code.
+    with psycopg.connect(warehouse) as conn:
+        conn.execute(
+            "update audit.dbt_node_build set fingerprint = 'older code' "
+            "where unique_id = 'model.pacbook.fct_customer_monthly'"
+        )
+    plan = decisions(warehouse)
+    assert plan["fct_customer_monthly"].full_refresh
+    assert plan["fct_customer_monthly"].reason.endswith("every row is rebuilt")
+    assert changed_selection(warehouse)[0][0] == "--full-refresh"
     assert query_all(warehouse, "select table_name from audit.staging_change order by 1") == [
         (table,) for table in sorted({*build_state_tables()})
     ]
