@@ -22,22 +22,29 @@
 {#
     delete_customer_months_without_sales()
     Post-hook of fct_customer_monthly: a customer whose orders validation has since moved out of
-    staging has no sales left, so no new rows replace theirs, and months after the latest order
-    of data (when that order was removed) are no longer in range; both are deleted, so the table
-    holds exactly the rows a full build would.
+    staging has no sales left, so no new rows replace theirs; they are deleted, so the table holds
+    exactly the customers a full build would. (Each customer has a row in the last month.)
 #}
 {% macro delete_customer_months_without_sales() -%}
-    delete from {{ this }} as built
-    where
-        built.month > (select date_trunc('month', max(order_date))::date from {{ ref('fct_sales') }})
-        or built.customer_id in (
-            select last_rows.customer_id
-            from {{ this }} as last_rows
-            where
-                last_rows.month = (select max(month) from {{ this }})
-                and not exists (
-                    select from {{ ref('fct_sales') }} as sales
-                    where sales.customer_id = last_rows.customer_id
-                )
-        )
+    delete from {{ this }}
+    where customer_id in (
+        select last_rows.customer_id
+        from {{ this }} as last_rows
+        where
+            last_rows.month = (select max(month) from {{ this }})
+            and not exists (
+                select from {{ ref('fct_sales') }} as sales
+                where sales.customer_id = last_rows.customer_id
+            )
+    )
+{%- endmacro %}
+
+{#
+    delete_customer_months_after_the_last_order()
+    Post-hook of fct_customer_monthly: when the latest month's orders were all removed, the months
+    after the latest remaining order are out of range for every customer.
+#}
+{% macro delete_customer_months_after_the_last_order() -%}
+    delete from {{ this }}
+    where month > (select date_trunc('month', max(order_date))::date from {{ ref('fct_sales') }})
 {%- endmacro %}

@@ -14,7 +14,11 @@
         materialized='incremental',
         incremental_strategy='replace_customer_months',
         on_schema_change='fail',
-        post_hook=['{{ delete_customer_months_without_sales() }}', 'analyze {{ this }}'],
+        post_hook=[
+            '{{ delete_customer_months_without_sales() }}',
+            '{{ delete_customer_months_after_the_last_order() }}',
+            'analyze {{ this }}',
+        ],
         indexes=[{'columns': ['customer_id', 'month'], 'unique': true}, {'columns': ['month']}],
     )
 }}
@@ -24,9 +28,19 @@
 
 with
 
+-- the columns used, not every one: the CTE is read four times, and materialised whole it made
+-- the incremental build scan 1.5 M wide rows three times at scale 100
 sales as (
 
-    select * from {{ ref('fct_sales') }}
+    select
+        order_id,
+        customer_id,
+        order_date,
+        sales_amount,
+        net_sales_amount,
+        loaded_at
+
+    from {{ ref('fct_sales') }}
 
 ),
 
