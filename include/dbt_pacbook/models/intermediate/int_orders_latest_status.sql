@@ -9,7 +9,7 @@
         on_schema_change='fail',
         pre_hook='set local jit = off',
         post_hook=['{{ delete_orders_gone_from_staging() }}', 'analyze {{ this }}'],
-        indexes=[{'columns': ['order_id'], 'unique': true}],
+        indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}],
     )
 }}
 
