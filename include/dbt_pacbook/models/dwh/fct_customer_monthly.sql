@@ -6,19 +6,16 @@
     A customer's rows are restated in full when what they were built from changed: their order
     lines (count and latest arrival, so new, restated and removed lines all show) or their
     customer versions (a fingerprint of the version history). Everyone else only gets the new
-    months carried forward from their last row. The strategy replace_customer_months swaps a
-    restated customer's rows; the post-hook removes what a full build would no longer have.
+    months carried forward from their last row. A customer left without sales (his orders moved
+    out of staging) gets a row without a month. The strategy replace_customer_months swaps a
+    restated customer's rows and deletes those of a customer gone (macros/replace_customer_months.sql).
 #}
 {{
     config(
         materialized='incremental',
         incremental_strategy='replace_customer_months',
         on_schema_change='fail',
-        post_hook=[
-            '{{ delete_customer_months_without_sales() }}',
-            '{{ delete_customer_months_after_the_last_order() }}',
-            'analyze {{ this }}',
-        ],
+        post_hook='{{ analyze_if_never_analyzed() }}',
         indexes=[{'columns': ['customer_id', 'month'], 'unique': true}, {'columns': ['month']}],
     )
 }}
@@ -62,22 +59,23 @@ months as (
 
 ),
 
--- the last month of data is the month of the latest order in the fact
-data_end as (
-
-    select date_trunc('month', max(order_date))::date as last_month from sales
-
-),
-
 sales_by_customer as (
 
     select
         customer_id,
         count(*) as lifetime_order_lines,
-        max(loaded_at) as sales_loaded_at
+        max(loaded_at) as sales_loaded_at,
+        max(order_date) as last_order_date
 
     from sales
     group by customer_id
+
+),
+
+-- the last month of data is the month of the latest order in the fact
+data_end as (
+
+    select date_trunc('month', max(last_order_date))::date as last_month from sales_by_customer
 
 ),
 
@@ -147,7 +145,7 @@ restated_customers as (
 
 ),
 
--- the months a new month of data adds to everyone else, nothing ordered in them
+-- the months a new month of data adds to everyone else who still has sales, nothing ordered in them
 carried_forward as (
 
     select
@@ -169,6 +167,8 @@ carried_forward as (
 
     from previous_last_rows
     cross join data_end
+    inner join customer_inputs
+        on previous_last_rows.customer_id = customer_inputs.customer_id
     inner join months
         on
             previous_last_rows.month < months.month
@@ -178,6 +178,37 @@ carried_forward as (
             select from restated_customers
             where restated_customers.customer_id = previous_last_rows.customer_id
         )
+
+),
+
+-- customers with no sales left: a row without a month tells the strategy to delete theirs
+customers_gone as (
+
+    select previous_last_rows.customer_id
+
+    from previous_last_rows
+    left join customer_inputs
+        on previous_last_rows.customer_id = customer_inputs.customer_id
+    where customer_inputs.customer_id is null
+
+),
+
+gone_markers as (
+
+    select
+        customer_id,
+        null::date as month,
+        0::bigint as orders,
+        0::bigint as order_lines,
+        0.00 as revenue,
+        0.00 as net_revenue,
+        0.00 as cumulative_revenue,
+        0::bigint as cumulative_order_lines,
+        null::integer as months_since_last_order,
+        null::timestamptz as sales_loaded_at,
+        null::bigint as customer_versions_fingerprint
+
+    from customers_gone
 
 ),
 
@@ -295,6 +326,8 @@ customer_months as (
     {% if is_incremental() -%}
     union all
     select * from carried_forward
+    union all
+    select * from gone_markers
     {%- endif %}
 
 ),

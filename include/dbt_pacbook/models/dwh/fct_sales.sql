@@ -1,7 +1,7 @@
 {# JIT off: the incremental filter makes the planner guess billions of rows where there are
-   hundreds, and JIT compilation then cost 3 s of a 4 s build (bench/README.md). Analyze after
-   the build: the marts read this table at once, and planned without statistics a mart took
-   over 11 minutes at scale 100 instead of 9 s (bench/notes_scale.md). #}
+   hundreds, and JIT compilation then cost 3 s of a 4 s build (bench/README.md). Analyze a
+   table the build created: the marts read it at once, and planned without statistics a mart
+   took over 11 minutes at scale 100 instead of 9 s (bench/notes_scale.md). #}
 {{
     config(
         materialized='incremental',
@@ -9,7 +9,7 @@
         incremental_strategy='delete+insert',
         on_schema_change='fail',
         pre_hook='set local jit = off',
-        post_hook=['{{ delete_orders_gone_from_staging() }}', 'analyze {{ this }}'],
+        post_hook=['{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}'],
         indexes=[{'columns': ['order_id']}, {'columns': ['line_id'], 'unique': true}, {'columns': ['loaded_at']}],
     )
 }}
