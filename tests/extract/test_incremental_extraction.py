@@ -203,6 +203,12 @@ def test_full_refresh_after_increments_reloads_the_same_rows(source, use_warehou
         sql.SQL("select count(distinct {}) from staging.cust_order").format(loaded_at).as_string(),
     )[0]
     assert refreshed_at == 1
+    # dropped for the whole copy, built again after it: the night's rows are found by index
+    assert query_all(
+        warehouse,
+        "select tablename from pg_indexes where schemaname = 'staging' and indexname = tablename || '_loaded_at' "
+        "order by 1",
+    ) == [(table,) for table in sorted(KEYS)]
 
 
 def test_a_load_killed_mid_copy_changes_nothing_and_its_rerun_loads_once(source, use_warehouse):
