@@ -387,7 +387,7 @@ FACT_FINGERPRINTS = {
     "fct_order_fulfilment": "order_id, order_date, received_at, pending_at, delivered_at, cancelled_at, "
     "latest_order_status, status_event_count, order_amount, shipping_cost, sequence_issue",
     "fct_customer_monthly": "customer_id, month, orders, order_lines, revenue, net_revenue, cumulative_revenue, "
-    "cumulative_order_lines, months_since_last_order, has_ordered",
+    "cumulative_net_revenue, cumulative_order_lines, months_since_last_order, has_ordered",
 }
 
 

@@ -2,9 +2,9 @@
     Incremental strategy replace_customer_months (fct_customer_monthly): the model's rows are
     either a customer's whole history, restated; or the new months carried forward for a customer
     whose history did not change; or, for a customer left without sales, one row without a month.
-    A restated history always holds the customer's first order month (has_ordered), a carried-
-    forward month never does: so the customers with an ordering month or a row without a month
-    lose all their old rows, and every new row with a month is inserted.
+    Carried-forward rows all come after the table's last month and are never ordering months. So a
+    customer with a new row in or before that month, an ordering month or a row without a month is
+    restated or gone, and loses all his old rows; then every new row with a month is inserted.
 
     Nothing else can be left over: when the last month of data moves back, every customer is
     restated, so no month after it remains.
@@ -19,7 +19,10 @@
     delete from {{ target }}
     where customer_id in (
         select customer_id from {{ new_rows }}
-        where has_ordered or month is null
+        where
+            has_ordered
+            or month is null
+            or month <= (select max(month) from {{ target }})
     );
 
     insert into {{ target }} ({{ columns }})

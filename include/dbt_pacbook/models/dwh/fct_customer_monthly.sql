@@ -1,11 +1,12 @@
 {#
     Incremental by customer. A night of new orders changes the rows of the few customers who
     ordered, and adds a month row for everyone only when a new month of data begins; rebuilding
-    all customer x month rows (9 M at scale 100) took most of a nightly build (bench/README.md).
+    all customer x month rows (4.6 M at scale 100) took most of a nightly build (bench/README.md).
 
     A customer's rows are restated in full when what they were built from changed: their order
-    lines (count and latest arrival, so new, restated and removed lines all show) or their
-    customer versions (a fingerprint of the version history). Everyone else only gets the new
+    lines (count, amounts and latest arrival, so new, restated and removed lines all show, and so
+    does fct_sales rebuilt from scratch with other amounts) or their customer versions (a
+    fingerprint of the version history). Everyone else only gets the new
     months carried forward from their last row. A customer left without sales (his orders moved
     out of staging) gets a row without a month. The strategy replace_customer_months swaps a
     restated customer's rows and deletes those of a customer gone (macros/replace_customer_months.sql).
@@ -64,6 +65,8 @@ sales_by_customer as (
     select
         customer_id,
         count(*) as lifetime_order_lines,
+        sum(sales_amount) as lifetime_revenue,
+        sum(net_sales_amount) as lifetime_net_revenue,
         max(loaded_at) as sales_loaded_at,
         max(order_date) as last_order_date
 
@@ -97,6 +100,8 @@ customer_inputs as (
     select
         sales_by_customer.customer_id,
         sales_by_customer.lifetime_order_lines,
+        sales_by_customer.lifetime_revenue,
+        sales_by_customer.lifetime_net_revenue,
         sales_by_customer.sales_loaded_at,
         versions_by_customer.customer_versions_fingerprint
 
@@ -138,6 +143,8 @@ restated_customers as (
     where
         previous_last_rows.customer_id is null
         or customer_inputs.lifetime_order_lines <> previous_last_rows.cumulative_order_lines
+        or customer_inputs.lifetime_revenue <> previous_last_rows.cumulative_revenue
+        or customer_inputs.lifetime_net_revenue <> previous_last_rows.cumulative_net_revenue
         or customer_inputs.sales_loaded_at is distinct from previous_last_rows.sales_loaded_at
         or customer_inputs.customer_versions_fingerprint
         is distinct from previous_last_rows.customer_versions_fingerprint
@@ -156,6 +163,7 @@ carried_forward as (
         0.00 as revenue,
         0.00 as net_revenue,
         previous_last_rows.cumulative_revenue,
+        previous_last_rows.cumulative_net_revenue,
         previous_last_rows.cumulative_order_lines,
         previous_last_rows.months_since_last_order
         + (
@@ -203,6 +211,7 @@ gone_markers as (
         0.00 as revenue,
         0.00 as net_revenue,
         0.00 as cumulative_revenue,
+        0.00 as cumulative_net_revenue,
         0::bigint as cumulative_order_lines,
         null::integer as months_since_last_order,
         null::timestamptz as sales_loaded_at,
@@ -301,6 +310,7 @@ restated as (
         filled.revenue,
         filled.net_revenue,
         sum(filled.revenue) over cumulative as cumulative_revenue,
+        sum(filled.net_revenue) over cumulative as cumulative_net_revenue,
         (sum(filled.order_lines) over cumulative)::bigint as cumulative_order_lines,
         (
             (extract(year from filled.month) - extract(year from filled.last_order_month)) * 12
@@ -346,6 +356,7 @@ final as (
         customer_months.revenue,
         customer_months.net_revenue,
         customer_months.cumulative_revenue,
+        customer_months.cumulative_net_revenue,
         customer_months.cumulative_order_lines,
         customer_months.months_since_last_order,
         customer_months.orders > 0 as has_ordered,
