@@ -166,10 +166,7 @@ carried_forward as (
         previous_last_rows.cumulative_net_revenue,
         previous_last_rows.cumulative_order_lines,
         previous_last_rows.months_since_last_order
-        + (
-            (extract(year from months.month) - extract(year from previous_last_rows.month)) * 12
-            + extract(month from months.month) - extract(month from previous_last_rows.month)
-        )::integer as months_since_last_order,
+        + {{ months_between('months.month', 'previous_last_rows.month') }} as months_since_last_order,
         previous_last_rows.sales_loaded_at,
         previous_last_rows.customer_versions_fingerprint
 
@@ -312,10 +309,7 @@ restated as (
         sum(filled.revenue) over cumulative as cumulative_revenue,
         sum(filled.net_revenue) over cumulative as cumulative_net_revenue,
         (sum(filled.order_lines) over cumulative)::bigint as cumulative_order_lines,
-        (
-            (extract(year from filled.month) - extract(year from filled.last_order_month)) * 12
-            + extract(month from filled.month) - extract(month from filled.last_order_month)
-        )::integer as months_since_last_order,
+        {{ months_between('filled.month', 'filled.last_order_month') }} as months_since_last_order,
         customer_inputs.sales_loaded_at,
         customer_inputs.customer_versions_fingerprint
 
