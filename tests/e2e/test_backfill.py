@@ -1,5 +1,5 @@
-"""Backfills on real Airflow: three nights backfilled out of order, then the same nights again in
-order, leave the same warehouse, and it accounts for every source row.
+"""Backfills on real Airflow: three nights backfilled out of order, then one of them again, leave the
+same warehouse, and it accounts for every source row.
 
 The first backfill is the README's command line (`airflow backfill create ... --run-backwards`); the
 second is the REST call behind the UI's backfill form. Both are run by the real scheduler.
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 WHOLE_PROJECT = {"dbt_select": "fqn:*"}
 # When a row was loaded or built, and encrypted personal data (a fresh ciphertext on every build),
 # differ between two loads of the same data; everything else must be equal.
-NOT_COMPARED = {"_pacbook_loaded_at", "loaded_at", "run_id", "ingested_at", "quarantined_at"}
+NOT_COMPARED = {"_pacbook_loaded_at", "loaded_at", "built_at", "run_id", "ingested_at", "quarantined_at"}
 
 
 def warehouse_content(uri: str) -> dict[str, tuple[int, str]]:
@@ -113,7 +113,7 @@ def publisher_files(airflow, backfill_source):
         generated.path.unlink(missing_ok=True)
 
 
-def test_three_nights_backfilled_out_of_order_then_again_leave_the_same_warehouse(
+def test_three_nights_backfilled_out_of_order_then_one_again_leave_the_same_warehouse(
     airflow, postgres, backfill_source, publisher_files
 ):
     warehouse = postgres.fresh_database("warehouse_backfill")
@@ -142,9 +142,12 @@ def test_three_nights_backfilled_out_of_order_then_again_leave_the_same_warehous
     after_backwards = warehouse_content(warehouse)
     assert after_backwards["dwh.fct_sales"][0] == query_one(backfill_source, "select count(*) from order_line")[0]
 
-    # The same nights again, in order, through the REST call of the UI's backfill form.
-    again = airflow.backfill(config.DAG_ID, first, last, WHOLE_PROJECT, reprocess="completed")
-    assert [run["logical_date"][:10] for run in again] == [first, f"{NIGHTS[1]:%Y-%m-%d}", last]
+    # The middle night (its own order and the late Returned) again, through the REST call of the UI's
+    # backfill form: the same interval run twice changes nothing. (One night, not three: each run
+    # costs the suite ~45 s, and the three-night backfill above already crosses nights.)
+    middle = f"{NIGHTS[1]:%Y-%m-%d}"
+    again = airflow.backfill(config.DAG_ID, middle, middle, WHOLE_PROJECT, reprocess="completed")
+    assert [run["logical_date"][:10] for run in again] == [middle]
     assert all(run["state"] == "success" for run in again), [failed_tasks(airflow, run) for run in again]
     assert warehouse_content(warehouse) == after_backwards
     assert query_one(warehouse, "select count(*) from audit.landing_file")[0] == len(publisher_files)

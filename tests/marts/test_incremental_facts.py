@@ -84,6 +84,47 @@ def assert_restated_as_returned(warehouse: str, order_id: int) -> None:
     ) == [("Returned", 0)]
 
 
+def failed_tests(warehouse: str, target: Path, *extra: str) -> dict[str, int]:
+    """Runs the data tests of fct_sales; the failing rows of each test that failed."""
+    result = run_dbt_cli(warehouse, target, "test", "--select", "fct_sales,test_type:data", *extra)
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    assert results, result.stdout[-3000:]
+    return {r["unique_id"].split(".")[2]: r["failures"] for r in results if r["status"] == "fail"}
+
+
+def assert_fact_tests_check_the_last_build(
+    warehouse: str, target: Path, untouched_order: int, restated_order: int, lines_written: int
+) -> None:
+    """The facts' data tests check the rows the night's build wrote: a broken row of that build fails
+    them; a row left from an earlier build is checked only when every row is asked for."""
+    assert query_all(
+        warehouse,
+        "select count(*) from dwh.fct_sales where built_at = (select max(built_at) from dwh.fct_sales)",
+    ) == [(lines_written,)]
+    broken = []
+    try:
+        for order_id in (untouched_order, restated_order):
+            with psycopg.connect(warehouse) as conn:
+                line = conn.execute(
+                    "select line_id, book_key from dwh.fct_sales where order_id = %s order by line_id limit 1",
+                    (order_id,),
+                ).fetchone()
+                conn.execute("update dwh.fct_sales set book_key = 'no such book' where line_id = %s", (line[0],))
+            broken.append(line)
+            if order_id == untouched_order:
+                # a row of an earlier build is out of the night's tests
+                assert failed_tests(warehouse, target) == {}
+                compiled = next((target / "compiled").rglob("not_null_fct_sales_book_key*.sql")).read_text()
+                assert "built_at = (select max(built_at) from" in compiled, compiled
+        unknown_book = "relationships_fct_sales_book_key__book_key__ref_dim_book_"
+        assert failed_tests(warehouse, target) == {unknown_book: 1}
+        assert failed_tests(warehouse, target, "--vars", json.dumps({"test_every_row": True})) == {unknown_book: 2}
+    finally:
+        with psycopg.connect(warehouse) as conn:
+            for line_id, book_key in broken:
+                conn.execute("update dwh.fct_sales set book_key = %s where line_id = %s", (book_key, line_id))
+
+
 def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, source, monkeypatch, tmp_path):
     incremental = postgres.fresh_database("warehouse_incremental_facts")
     monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
@@ -129,6 +170,7 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
     )
     # The late Returned status restated the old order: its lines no longer count as net revenue.
     assert_restated_as_returned(incremental, old_order)
+    assert_fact_tests_check_the_last_build(incremental, tmp_path / "night_2", untouched, old_order, touched[1])
 
     # The same source, loaded whole and built from scratch, gives the same facts.
     full = postgres.fresh_database("warehouse_full_facts")
@@ -147,6 +189,9 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
     monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", incremental)
     rebuilt = build_facts(incremental, tmp_path / "refresh", NIGHTS[1], "--full-refresh")
     assert rebuilt["fct_sales"] == len(fact_rows(full, "fct_sales"))
+    # ... and its tests check every row: all of them are the last build's.
+    for model in FACT_COLUMNS:
+        assert query_one(incremental, f"select count(distinct built_at) from dwh.{model}") == (1,), model
     for model in FACT_COLUMNS:
         assert fact_rows(incremental, model) == fact_rows(full, model), model
 

@@ -17,7 +17,9 @@
         incremental_strategy='replace_customer_months',
         on_schema_change='fail',
         post_hook='{{ analyze_if_never_analyzed() }}',
-        indexes=[{'columns': ['customer_id', 'month'], 'unique': true}, {'columns': ['month']}],
+        indexes=[
+            {'columns': ['customer_id', 'month'], 'unique': true}, {'columns': ['month']}, {'columns': ['built_at']},
+        ],
     )
 }}
 
@@ -355,7 +357,9 @@ final as (
         customer_months.months_since_last_order,
         customer_months.orders > 0 as has_ordered,
         customer_months.sales_loaded_at,
-        customer_months.customer_versions_fingerprint
+        customer_months.customer_versions_fingerprint,
+        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        now() as built_at
 
     from customer_months
     left join customers

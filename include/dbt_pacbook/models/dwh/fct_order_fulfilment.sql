@@ -10,7 +10,7 @@
         on_schema_change='fail',
         pre_hook='set local jit = off',
         post_hook=['{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}'],
-        indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}],
+        indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}, {'columns': ['built_at']}],
     )
 }}
 
@@ -195,7 +195,9 @@ final as (
         checked.sequence_issue is not null as has_impossible_sequence,
         checked.sequence_issue,
         -- the latest arrival among the rows the order was built from (incremental builds)
-        greatest(checked.rows_loaded_at, order_totals.lines_loaded_at) as loaded_at
+        greatest(checked.rows_loaded_at, order_totals.lines_loaded_at) as loaded_at,
+        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        now() as built_at
 
     from checked
     left join order_totals

@@ -10,7 +10,10 @@
         on_schema_change='fail',
         pre_hook='set local jit = off',
         post_hook=['{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}'],
-        indexes=[{'columns': ['order_id']}, {'columns': ['line_id'], 'unique': true}, {'columns': ['loaded_at']}],
+        indexes=[
+            {'columns': ['order_id']}, {'columns': ['line_id'], 'unique': true},
+            {'columns': ['loaded_at']}, {'columns': ['built_at']},
+        ],
     )
 }}
 
@@ -184,7 +187,9 @@ final as (
             orders_resolved.order_loaded_at,
             max(lines_ranked.loaded_at) over (partition by lines_ranked.order_id),
             orders_resolved.status_loaded_at
-        ) as loaded_at
+        ) as loaded_at,
+        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        now() as built_at
 
     from lines_ranked
     inner join orders_resolved
