@@ -10,16 +10,21 @@
     beyond the night's rows is held by the models' unique indexes. To check every row anyway
     (on-call, after a repair by hand): `dbt test --vars '{test_every_row: true}'`.
 
-    rows_of_the_last_build(relation): the predicate, for a singular test.
+    rows_of_the_last_build(relation): the predicate, for a singular test. The last build's time is
+    read when the test runs and written as a literal: against a subquery the planner guessed every row
+    (the statistics knew one built_at) and read all 4.6 M rows of fct_customer_monthly for each test.
     get_where_subquery(relation): dbt's own macro (the `where` config of a generic test), overridden
     to expand the placeholder __rows_of_the_last_build__; any other `where` works as in dbt.
 #}
 {% macro rows_of_the_last_build(relation) -%}
+    {%- set predicate = 'built_at = (select max(built_at) from ' ~ relation ~ ')' -%}
     {%- if var('test_every_row', false) -%}
-        true
-    {%- else -%}
-        built_at = (select max(built_at) from {{ relation }})
+        {%- set predicate = 'true' -%}
+    {%- elif execute -%}
+        {%- set last_build = run_query('select max(built_at) from ' ~ relation).columns[0].values()[0] -%}
+        {%- set predicate = "built_at = '" ~ last_build.isoformat() ~ "'::timestamptz" if last_build else 'false' -%}
     {%- endif -%}
+    {{- predicate -}}
 {%- endmacro %}
 
 {% macro get_where_subquery(relation) -%}
