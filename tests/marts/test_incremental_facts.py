@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from include.luigi_tasks.extract_source import extract_source
-from include.pacbook.dbt_cli import dbt_command, dbt_env
+from include.pacbook.dbt_cli import dbt_command, dbt_env, warehouse_clock
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
 from tests.extract.test_incremental_extraction import AS_OF, NIGHTS, add_order, add_status, night
@@ -92,32 +92,35 @@ def failed_tests(warehouse: str, target: Path, *extra: str) -> dict[str, int]:
     return {r["unique_id"].split(".")[2]: r["failures"] for r in results if r["status"] == "fail"}
 
 
-def assert_fact_tests_check_the_last_build(
-    warehouse: str, target: Path, untouched_order: int, restated_order: int, lines_written: int
+def assert_fact_tests_check_recent_builds(
+    warehouse: str, target: Path, night_2_started: dt.datetime, untouched_order: int, restated_order: int
 ) -> None:
-    """The facts' data tests check the rows the night's build wrote: a broken row of that build fails
-    them; a row left from an earlier build is checked only when every row is asked for."""
-    assert query_all(
-        warehouse,
-        "select count(*) from dwh.fct_sales where built_at = (select max(built_at) from dwh.fct_sales)",
-    ) == [(lines_written,)]
+    """The facts' data tests check every row until a build passed; then the rows built since the start
+    of the last build that passed, as recorded by the nightly run: a broken row of night 1 is caught
+    before night 2 is recorded as passed, and not after; a broken row of night 2 is caught."""
+    unknown_book = "relationships_fct_sales_book_key__book_key__ref_dim_book_"
     broken = []
+
+    def break_a_line(order_id: int) -> None:
+        with psycopg.connect(warehouse) as conn:
+            line = conn.execute(
+                "select line_id, book_key from dwh.fct_sales where order_id = %s order by line_id limit 1", (order_id,)
+            ).fetchone()
+            conn.execute("update dwh.fct_sales set book_key = 'no such book' where line_id = %s", (line[0],))
+        broken.append(line)
+
     try:
-        for order_id in (untouched_order, restated_order):
-            with psycopg.connect(warehouse) as conn:
-                line = conn.execute(
-                    "select line_id, book_key from dwh.fct_sales where order_id = %s order by line_id limit 1",
-                    (order_id,),
-                ).fetchone()
-                conn.execute("update dwh.fct_sales set book_key = 'no such book' where line_id = %s", (line[0],))
-            broken.append(line)
-            if order_id == untouched_order:
-                # a row of an earlier build is out of the night's tests
-                assert failed_tests(warehouse, target) == {}
-                compiled = next((target / "compiled").rglob("not_null_fct_sales_book_key*.sql")).read_text()
-                (last_build,) = query_one(warehouse, "select max(built_at) from dwh.fct_sales")
-                assert f"built_at = '{last_build.isoformat()}'::timestamptz" in compiled, compiled
-        unknown_book = "relationships_fct_sales_book_key__book_key__ref_dim_book_"
+        break_a_line(untouched_order)
+        assert failed_tests(warehouse, target) == {unknown_book: 1}  # no build recorded: every row
+        with psycopg.connect(warehouse) as conn:
+            conn.execute(
+                "select audit.record_dbt_build('model.pacbook.fct_sales', 'as the nightly run records it', %s, 'n2')",
+                (night_2_started,),
+            )
+        assert failed_tests(warehouse, target) == {}  # night 1's rows are out of the scope
+        compiled = next((target / "compiled").rglob("not_null_fct_sales_book_key*.sql")).read_text()
+        assert f"built_at >= '{night_2_started.isoformat()}'::timestamptz" in compiled, compiled
+        break_a_line(restated_order)
         assert failed_tests(warehouse, target) == {unknown_book: 1}
         assert failed_tests(warehouse, target, "--vars", json.dumps({"test_every_row": True})) == {unknown_book: 2}
     finally:
@@ -146,6 +149,7 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
         add_order(conn, 9_000_001, dt.datetime.combine(NIGHTS[1], dt.time(11)))
         add_status(conn, old_order, RETURNED, dt.datetime.combine(NIGHTS[1], dt.time(15)))
     extract_source("night_2", interval=night(NIGHTS[1]), as_of=AS_OF)
+    night_2_started = warehouse_clock(incremental)
     inserted = build_facts(incremental, tmp_path / "night_2", NIGHTS[1])
 
     # Only the orders of the night (ours and the generator's) and the restated one were rebuilt.
@@ -171,7 +175,10 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
     )
     # The late Returned status restated the old order: its lines no longer count as net revenue.
     assert_restated_as_returned(incremental, old_order)
-    assert_fact_tests_check_the_last_build(incremental, tmp_path / "night_2", untouched, old_order, touched[1])
+    assert query_one(incremental, "select count(*) from dwh.fct_sales where built_at >= %s", (night_2_started,)) == (
+        touched[1],
+    )
+    assert_fact_tests_check_recent_builds(incremental, tmp_path / "night_2", night_2_started, untouched, old_order)
 
     # The same source, loaded whole and built from scratch, gives the same facts.
     full = postgres.fresh_database("warehouse_full_facts")

@@ -1,6 +1,6 @@
 -- The shipping cost allocated to an order's lines must add up exactly (to the cent) to the
 -- order's shipping cost, and no line may get a negative share. An order's lines are always
--- written together, so the last build's rows hold whole orders (macros/rows_of_the_last_build.sql).
+-- written together, so the rows of recent builds hold whole orders (macros/rows_since_the_last_passed_build.sql).
 with
 
 order_allocations as (
@@ -13,7 +13,7 @@ order_allocations as (
         min(shipping_cost_allocated) as smallest_share
 
     from {{ ref('fct_sales') }}
-    where {{ rows_of_the_last_build(ref('fct_sales')) }}
+    where {{ rows_since_the_last_passed_build(ref('fct_sales')) }}
     group by order_id
 
 )

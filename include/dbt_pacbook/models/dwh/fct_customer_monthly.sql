@@ -358,7 +358,8 @@ final as (
         customer_months.orders > 0 as has_ordered,
         customer_months.sales_loaded_at,
         customer_months.customer_versions_fingerprint,
-        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        -- the build's transaction time: the data tests check recent builds' rows
+        -- (macros/rows_since_the_last_passed_build.sql)
         now() as built_at
 
     from customer_months

@@ -196,7 +196,8 @@ final as (
         checked.sequence_issue,
         -- the latest arrival among the rows the order was built from (incremental builds)
         greatest(checked.rows_loaded_at, order_totals.lines_loaded_at) as loaded_at,
-        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        -- the build's transaction time: the data tests check recent builds' rows
+        -- (macros/rows_since_the_last_passed_build.sql)
         now() as built_at
 
     from checked

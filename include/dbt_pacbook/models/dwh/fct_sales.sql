@@ -188,7 +188,8 @@ final as (
             max(lines_ranked.loaded_at) over (partition by lines_ranked.order_id),
             orders_resolved.status_loaded_at
         ) as loaded_at,
-        -- the build's transaction time: data tests check the rows of the last build (macros/rows_of_the_last_build.sql)
+        -- the build's transaction time: the data tests check recent builds' rows
+        -- (macros/rows_since_the_last_passed_build.sql)
         now() as built_at
 
     from lines_ranked
