@@ -9,7 +9,9 @@
         incremental_strategy='delete+insert',
         on_schema_change='fail',
         pre_hook='set local jit = off',
-        post_hook=['{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}'],
+        post_hook=[
+            '{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}', '{{ analyze_built_at() }}',
+        ],
         indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}, {'columns': ['built_at']}],
     )
 }}
