@@ -12,6 +12,8 @@ validated: rows breaking a rule go to `quarantine.<table>`, counted in `audit.re
 
 Each dbt task builds one model and runs its tests, unless nothing it reads changed since its last
 build: then it ends without running dbt (the log says why; RUNBOOK.md#up-to-date-dbt-tasks).
+A layer's `layer_tests` task runs, after its models, the tests no model's task can (on sources,
+across sibling models).
 Connections: `pacbook_source`, `pacbook_warehouse`. Runbook: `RUNBOOK.md` in the repository.
 
 **Trigger parameters**: `full_refresh` rebuilds every model and reloads every table;

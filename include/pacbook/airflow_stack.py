@@ -172,9 +172,12 @@ class AirflowStack:
         # A component's children can outlive it: an executor worker started by the forkserver was
         # seen idle after its scheduler had stopped. Each component leads its own process group, so
         # whatever is left of the group goes now.
+        groups = set()
         for proc in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
+                groups.add(proc.pid)
+        _wait_until_gone(groups)
         self.processes.clear()
 
     def __enter__(self) -> AirflowStack:
@@ -435,3 +438,21 @@ class ApiError(RuntimeError):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def _wait_until_gone(groups: set[int], timeout: float = 15) -> None:
+    """SIGKILL is delivered, not awaited: on a loaded machine a killed worker was still listed a moment
+    later. Waits until no live (non-zombie) process is left in these process groups."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while groups and time.monotonic() < deadline:
+        alive = False
+        for process in psutil.process_iter(["pid", "status"]):
+            with contextlib.suppress(ProcessLookupError, psutil.Error):
+                if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.info["pid"]) in groups:
+                    alive = True
+                    break
+        if not alive:
+            return
+        time.sleep(0.1)

@@ -21,7 +21,16 @@ from cosmos import (
     ProjectConfig,
     RenderConfig,
 )
-from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior, TestIndirectSelection
+from cosmos.constants import (
+    DbtResourceType,
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    TestBehavior,
+    TestIndirectSelection,
+)
+from cosmos.dbt.graph import DbtNode
+from cosmos.operators.local import DbtTestLocalOperator
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from include.pacbook import build_state, config
@@ -110,9 +119,10 @@ def dbt_profile() -> ProfileConfig:
 
 
 def dbt_layer(layer: str) -> DbtTaskGroup:
-    """The task group that builds one warehouse layer (staging, dwh or marts)."""
+    """The task group that builds one warehouse layer (staging, dwh or marts), ending with the task
+    that runs the layer's tests no node task runs (``layer_tests``), when it has any."""
     execution_mode, invocation_mode = EXECUTION_MODES[config.cosmos_execution_mode()]
-    return DbtTaskGroup(
+    group = DbtTaskGroup(
         group_id=layer,
         project_config=_project(),
         profile_config=dbt_profile(),
@@ -141,3 +151,69 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
             **(WATCHER_PRODUCER_ARGS if execution_mode == ExecutionMode.WATCHER else STATE_AWARE_ARGS),
         },
     )
+    # The watcher's producer builds the whole layer in one `dbt build`, which runs these tests itself.
+    tests = [] if execution_mode == ExecutionMode.WATCHER else tests_no_node_task_runs(group.dbt_graph.nodes, layer)
+    if tests:
+        node_tasks = list(group.get_leaves())
+        with group:
+            layer_tests = DbtTestLocalOperator(
+                task_id="layer_tests",
+                doc_md=LAYER_TESTS_DOC,
+                project_dir=config.DBT_PROJECT_DIR,
+                profile_config=dbt_profile(),
+                manifest_filepath=config.DBT_MANIFEST_PATH,
+                dbt_executable_path=config.dbt_executable(),
+                invocation_mode=invocation_mode,
+                install_deps=False,
+                env=DBT_ENV,
+                select=tests,
+            )
+        node_tasks >> layer_tests
+    return group
+
+
+LAYER_TESTS_DOC = """The layer's data tests that no model's task can run, run once all its models are built:
+the tests on its sources (no source is a task) and the tests that read two models neither of which
+is upstream of the other (a relationships test between two staging models). Failing: RUNBOOK.md#dbt-test-failed."""
+
+
+def _layer_of(node: DbtNode) -> int | None:
+    """The index in LAYERS of the layer whose folders hold the node (a source: its YAML file's folder)."""
+    path = node.original_file_path.as_posix()
+    for index, selectors in enumerate(LAYERS.values()):
+        if any(path.startswith(selector.removeprefix("path:") + "/") for selector in selectors):
+            return index
+    return None
+
+
+def tests_no_node_task_runs(nodes: dict[str, DbtNode], layer: str) -> list[str]:
+    """The names of the data tests that no node task runs, and that belong to ``layer``.
+
+    A node task runs `dbt build --select <node> --indirect-selection buildable`: the tests that read the
+    node and nothing but it and what is upstream of it. A test on a source (not a task) or over two
+    models neither upstream of the other is in no such selection; it belongs to the last layer of
+    those it reads, where everything it reads has been built."""
+    ancestors: dict[str, frozenset[str]] = {}
+
+    def upstream(unique_id: str) -> frozenset[str]:
+        if unique_id not in ancestors:
+            parents = nodes[unique_id].depends_on if unique_id in nodes else []
+            ancestors[unique_id] = frozenset(parents).union(*(upstream(p) for p in parents))
+        return ancestors[unique_id]
+
+    task_kinds = {DbtResourceType.MODEL, DbtResourceType.SEED, DbtResourceType.SNAPSHOT}
+    wanted = list(LAYERS).index(layer)
+    names = []
+    for node in nodes.values():
+        if node.resource_type != DbtResourceType.TEST:
+            continue
+        parents = [nodes[p] for p in node.depends_on if p in nodes]
+        run_by_a_node_task = any(
+            parent.resource_type in task_kinds
+            and set(node.depends_on) <= {parent.unique_id} | upstream(parent.unique_id)
+            for parent in parents
+        )
+        layers = [_layer_of(parent) for parent in parents]
+        if not run_by_a_node_task and layers and None not in layers and max(layers) == wanted:
+            names.append(node.unique_id.split(".")[2])
+    return sorted(names)

@@ -83,7 +83,7 @@ def runbook_section_for(task_id: str | None, error_text: str | None) -> str:
         return "reconciliation-failed"
     if task in ("export_marts", "write_reports", "publish_dbt_docs"):
         return "publish-failed"
-    if "." in task:  # a Cosmos dbt task: <layer>.<model>_model_build
+    if "." in task:  # a Cosmos dbt task: <layer>.<model>_model_build, or <layer>.layer_tests
         return "dbt-test-failed" if any(marker in error for marker in _DBT_TEST_MARKERS) else "dbt-model-failed"
     if task == "forecast":
         return "forecast-failed"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -137,9 +138,101 @@ def test_dbt_tasks_check_their_node_first_and_record_it_after_its_tests(dagbag):
     from include.pacbook import build_state
 
     dag = dagbag.dags[config.DAG_ID]
-    dbt_tasks = [t for t in dag.tasks if t.task_id.split(".")[0] in ("staging", "dwh", "marts")]
+    dbt_tasks = [
+        t
+        for t in dag.tasks
+        if t.task_id.split(".")[0] in ("staging", "dwh", "marts") and not t.task_id.endswith(".layer_tests")
+    ]
     assert len(dbt_tasks) == len(build_state.manifest_nodes())
     for task in dbt_tasks:
         assert task._pre_execute_hook is build_state.skip_cosmos_build_when_up_to_date, task.task_id
         assert task._post_execute_hook is build_state.record_cosmos_build, task.task_id
         assert task.trigger_rule == "all_success", task.task_id
+
+
+def _tests_each_task_runs(dag) -> dict[str, list[str]]:
+    """What each dbt task of the DAG runs, read from the manifest dbt wrote: a node task the tests
+    whose every parent is its node or upstream of it (`--indirect-selection buildable`), a layer's
+    `layer_tests` task the tests it selects by name."""
+    manifest = json.loads(config.DBT_MANIFEST_PATH.read_text())
+    nodes = manifest["nodes"]
+    parent_map = manifest["parent_map"]
+
+    def upstream(unique_id: str, seen: set[str] | None = None) -> set[str]:
+        seen = set() if seen is None else seen
+        for parent in parent_map.get(unique_id, []):
+            if parent not in seen:
+                seen.add(parent)
+                upstream(parent, seen)
+        return seen
+
+    by_node_name = {n["name"]: uid for uid, n in nodes.items() if n["resource_type"] in ("model", "seed", "snapshot")}
+    runs: dict[str, list[str]] = {}
+    for task in dag.tasks:
+        group, _, name = task.task_id.partition(".")
+        if group not in ("staging", "dwh", "marts"):
+            continue
+        if name == "layer_tests":
+            runs[task.task_id] = list(task.select)
+            continue
+        node = by_node_name[name.rsplit("_", 2)[0]]
+        covered = {node} | upstream(node)
+        runs[task.task_id] = [
+            n["name"]
+            for uid, n in nodes.items()
+            if n["resource_type"] == "test" and node in parent_map[uid] and set(parent_map[uid]) <= covered
+        ]
+    return runs
+
+
+def test_every_data_test_of_the_project_runs_in_exactly_one_task(dagbag):
+    """A node task runs the tests of its node (buildable selection): a test on a source, or over two
+    models neither upstream of the other, fell in no task (49 of them, found in review). Each layer
+    ends with `layer_tests`, which runs those of its layer once everything they read is built."""
+    dag = dagbag.dags[config.DAG_ID]
+    runs = _tests_each_task_runs(dag)
+    manifest = json.loads(config.DBT_MANIFEST_PATH.read_text())
+    every_test = sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test")
+    assert sorted(name for names in runs.values() for name in names) == every_test
+    staging = set(runs["staging.layer_tests"])
+    assert {"assert_every_order_has_a_line", "source_unique_pacbook_cust_order_order_id"} <= staging
+    assert "relationships_stg_pacbook__order_line_order_id__order_id__ref_stg_pacbook__cust_order_" in staging
+    assert runs["dwh.layer_tests"] == [
+        "relationships_publisher_cost_rates_publisher_id__publisher_id__ref_stg_pacbook__publisher_"
+    ]
+    assert "marts.layer_tests" not in runs  # every marts test reads one mart and what is upstream of it
+    # The layer's tests wait for every node of the layer, and the next layer waits for them.
+    for layer, next_layer in (("staging", "dwh"), ("dwh", "marts")):
+        layer_tests = dag.get_task(f"{layer}.layer_tests")
+        others = {t.task_id for t in dag.tasks if t.task_id.startswith(f"{layer}.")} - {layer_tests.task_id}
+        assert layer_tests.get_flat_relative_ids(upstream=True) >= others
+        assert all(t.startswith(f"{next_layer}.") for t in layer_tests.downstream_task_ids)
+        assert layer_tests.downstream_task_ids
+
+
+def test_layer_tests_select_real_dbt_tests(dagbag, tmp_path):
+    """dbt itself resolves each selected name to one test: a name that matched nothing would make the
+    task pass without testing anything."""
+    from include.pacbook.dbt_cli import dbt_command
+
+    dag = dagbag.dags[config.DAG_ID]
+    for layer in ("staging", "dwh"):
+        names = sorted(dag.get_task(f"{layer}.layer_tests").select)
+        listed = subprocess.run(
+            dbt_command(
+                "ls",
+                "--resource-type",
+                "test",
+                "--output",
+                "name",
+                "--quiet",
+                "--select",
+                *names,
+                target=tmp_path / layer,
+            ),
+            env={**os.environ, **config.dbt_cli_env("postgresql://nobody:x@127.0.0.1:9/none")},
+            capture_output=True,
+            text=True,
+        )
+        assert listed.returncode == 0, listed.stdout[-3000:] + listed.stderr[-2000:]
+        assert sorted(listed.stdout.split()) == names

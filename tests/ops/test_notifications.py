@@ -66,6 +66,12 @@ def _free_port() -> int:
             "dbt-test-failed",
         ),
         ("dwh.dim_book_model_build", "Failure in test unique_dim_book_key (models/dwh/schema.yml)", "dbt-test-failed"),
+        (
+            "staging.layer_tests",
+            "CosmosDbtRunError: dbt invocation completed with errors: assert_every_order_has_a_line: "
+            "Got 2 results, configured to fail if != 0",
+            "dbt-test-failed",
+        ),
         ("dwh.dim_book_model_build", "CosmosDbtRunError: Database Error in model dim_book", "dbt-model-failed"),
         ("forecast", "ValueError: not enough history", "forecast-failed"),
         ("warehouse_free", "WarehouseBusyError: warehouse still busy after waiting 21590 s", "warehouse-busy"),
