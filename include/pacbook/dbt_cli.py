@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from include.pacbook import build_state, config, warehouse
-from include.pacbook.privileges import pii_session_env
+from include.pacbook.privileges import dbt_session_env
 
 log = logging.getLogger("pacbook.dbt")
 
@@ -28,7 +28,7 @@ def dbt_env(warehouse_uri: str) -> dict[str, str]:
     return {
         **os.environ,
         **config.dbt_cli_env(warehouse_uri),
-        **pii_session_env(config.pii_encryption_key()),
+        **dbt_session_env(config.pii_encryption_key()),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     }
 

@@ -102,9 +102,9 @@ class WarehouseProfileWithPiiKey(PostgresUserPasswordProfileMapping):
 
     @property
     def env_vars(self) -> dict[str, str]:
-        from include.pacbook.privileges import pii_session_env  # psycopg: not needed to parse the DAG
+        from include.pacbook.privileges import dbt_session_env  # psycopg: not needed to parse the DAG
 
-        return {**super().env_vars, **pii_session_env(config.pii_encryption_key())}
+        return {**super().env_vars, **dbt_session_env(config.pii_encryption_key())}
 
 
 def dbt_profile() -> ProfileConfig:

@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from include.pacbook import config
 from include.pacbook.config import SOURCE_TABLES
 from include.pacbook.warehouse import WAREHOUSE_SCHEMAS
 
@@ -79,12 +80,13 @@ def pii_key_options(key: str, previous_key: str | None = None) -> str:
     return " ".join(f"-c {name}={_escape_option(value)}" for name, value in settings)
 
 
-def pii_session_env(key: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The environment that puts the key into every session a libpq client (dbt) opens: PGOPTIONS,
-    after any options already given there. Only the environment carries it, so no profile, SQL text
-    or dbt artefact does."""
+def dbt_session_env(key: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment that gives every session a libpq client (dbt) opens the project's session
+    settings (``config.DBT_SESSION_SETTINGS``) and the PII key: PGOPTIONS, after any options already
+    given there. Only the environment carries the key, so no profile, SQL text or dbt artefact does."""
     given = environ.get("PGOPTIONS", "").strip()
-    return {"PGOPTIONS": f"{given} {pii_key_options(key)}".strip()}
+    settings = " ".join(f"-c {name}={_escape_option(value)}" for name, value in config.DBT_SESSION_SETTINGS.items())
+    return {"PGOPTIONS": f"{given} {settings} {pii_key_options(key)}".strip()}
 
 
 def new_pii_key() -> str:

@@ -52,6 +52,18 @@ def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path
     assert query_one(warehouse, "select count(*) from dwh.dim_customer where not is_current")[0] == 0
     if source_name == "real_source":
         assert_docs_generate(warehouse, tmp_path / "docs")
+    else:
+        # dbt's sessions carry the project's session settings (config.DBT_SESSION_SETTINGS): no JIT.
+        shown = run_dbt_cli(
+            warehouse,
+            tmp_path / "target",
+            "show",
+            "--inline",
+            "select current_setting('jit') as jit",
+            "--output",
+            "json",
+        )
+        assert shown.returncode == 0 and '"jit": "off"' in shown.stdout, shown.stdout[-2000:]
 
 
 def assert_docs_generate(warehouse_uri: str, target_dir: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from include.pacbook import config
-from include.pacbook.privileges import local_pii_key, pii_key_options, pii_session_env
+from include.pacbook.privileges import dbt_session_env, local_pii_key, pii_key_options
 
 KEY = "key-of-this-test-only-0123456789"
 KEY_VARIABLE = f"AIRFLOW_CONN_{config.PII_KEY_CONN_ID.upper()}"
@@ -52,8 +52,8 @@ def test_a_missing_key_stops_with_the_variable_named(monkeypatch):
 
 
 def test_session_env_keeps_options_already_given():
-    env = pii_session_env(KEY, {"PGOPTIONS": "-c statement_timeout=0"})
-    assert env == {"PGOPTIONS": f"-c statement_timeout=0 -c pacbook.pii_key={KEY}"}
+    env = dbt_session_env(KEY, {"PGOPTIONS": "-c statement_timeout=0"})
+    assert env == {"PGOPTIONS": f"-c statement_timeout=0 -c jit=off -c pacbook.pii_key={KEY}"}
 
 
 def test_cosmos_gives_dbt_the_key_in_its_environment_not_in_its_profile(monkeypatch):
@@ -67,7 +67,7 @@ def test_cosmos_gives_dbt_the_key_in_its_environment_not_in_its_profile(monkeypa
     monkeypatch.delenv("PGOPTIONS", raising=False)
     mapping = dbt_groups.dbt_profile().profile_mapping
     assert KEY not in yaml.safe_dump(mapping.profile)
-    assert mapping.env_vars["PGOPTIONS"] == f"-c pacbook.pii_key={KEY}"
+    assert mapping.env_vars["PGOPTIONS"] == f"-c jit=off -c pacbook.pii_key={KEY}"
 
 
 def test_dbt_cli_env_carries_the_key(monkeypatch):
@@ -76,4 +76,4 @@ def test_dbt_cli_env_carries_the_key(monkeypatch):
     monkeypatch.setenv(KEY_VARIABLE, json.dumps({"conn_type": "generic", "password": KEY}))
     monkeypatch.delenv("PGOPTIONS", raising=False)
     env = dbt_env("postgresql://transformer:secret-pw@db.example:5432/wh")
-    assert env["PGOPTIONS"] == f"-c pacbook.pii_key={KEY}" and env["PACBOOK_DBT_DBNAME"] == "wh"
+    assert env["PGOPTIONS"] == f"-c jit=off -c pacbook.pii_key={KEY}" and env["PACBOOK_DBT_DBNAME"] == "wh"
