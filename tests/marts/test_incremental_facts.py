@@ -240,6 +240,59 @@ def test_orders_quarantined_on_a_later_night_leave_the_incremental_facts(postgre
         assert fact_rows(incremental, model) == fact_rows(full, model), model
 
 
+def test_a_city_corrected_in_the_source_moves_its_orders_to_the_corrected_member(
+    postgres, source, monkeypatch, tmp_path
+):
+    """dim_geography is type 1, keyed by city and country: a corrected city is another member, and the
+    old orders shipped to that address follow it (before, they kept the key of a member that was gone,
+    and the geography_key relationships tests failed the night)."""
+    incremental = postgres.fresh_database("warehouse_city_corrected")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_SOURCE", source)
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", incremental)
+    extract_source("night_1", interval=night(NIGHTS[0]), as_of=AS_OF)
+    build_facts(incremental, tmp_path / "night_1", NIGHTS[0])
+    # the address with the most orders, none of them touched by the second night
+    address, orders = query_one(
+        incremental,
+        "select destination_address_id, array_agg(distinct order_id) from dwh.fct_sales "
+        "group by destination_address_id order by count(distinct order_id) desc, destination_address_id limit 1",
+    )
+    untouched = query_one(
+        incremental, "select min(order_id) from dwh.fct_sales where destination_address_id <> %s", (address,)
+    )[0]
+    untouched_built_at = query_all(incremental, "select built_at from dwh.fct_sales where order_id = %s", (untouched,))
+    with psycopg.connect(source) as conn:
+        conn.execute("update address set city = city || ' (corrected)' where address_id = %s", (address,))
+    extract_source("night_2", interval=night(NIGHTS[1]), as_of=AS_OF)
+    build_facts(incremental, tmp_path / "night_2", NIGHTS[1])
+
+    corrected = query_one(
+        incremental,
+        "select geography_key from dwh.dim_geography where city like '%%(corrected)' and country_id = "
+        "(select country_id from staging.address where address_id = %s)",
+        (address,),
+    )[0]
+    for model in FACT_COLUMNS:
+        assert query_all(
+            incremental, f"select distinct geography_key from dwh.{model} where order_id = any(%s)", (orders,)
+        ) == [(corrected,)], model
+    assert query_all(incremental, "select built_at from dwh.fct_sales where order_id = %s", (untouched,)) == (
+        untouched_built_at
+    )
+    # Every fact row points at a member of the dimension: the tests that failed the night now pass.
+    tests = run_dbt_cli(incremental, tmp_path / "tests", "test", "--select", "dim_geography,test_name:relationships")
+    assert tests.returncode == 0 and "PASS=3 WARN=0 ERROR=0" in tests.stdout, tests.stdout[-3000:]
+    for model in FACT_COLUMNS:
+        assert f"PASS relationships_{model}_geography_key__geography_key__ref_dim_geography_" in tests.stdout
+
+    full = postgres.fresh_database("warehouse_city_corrected_full")
+    monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", full)
+    extract_source("full", interval=night(NIGHTS[1]), as_of=AS_OF)
+    build_facts(full, tmp_path / "full", NIGHTS[1], "--full-refresh")
+    for model in FACT_COLUMNS:
+        assert fact_rows(incremental, model) == fact_rows(full, model), model
+
+
 # Versioned attributes: a clean full load knows only today's customer and shipping price, so it
 # cannot have the versions the nights recorded; every other column must still be equal.
 UNVERSIONED_SALES = (

@@ -13,7 +13,8 @@
 
     A row left as it was keeps passing: each rebuilt order or customer is rewritten whole, and what a
     row refers to (a dimension version, a staged order) is never removed without its facts; the one
-    exception, dim_geography (a corrected city changes its key), keeps its relationships tests whole.
+    exception, dim_geography (a corrected city changes its key; its orders are restated, found by
+    comparing every row), keeps its relationships tests whole.
     Uniqueness beyond the scope is held by the models' unique indexes. To check every row anyway
     (on-call, after a repair by hand): `dbt test --vars '{test_every_row: true}'`.
 

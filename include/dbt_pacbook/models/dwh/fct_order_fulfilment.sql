@@ -26,7 +26,7 @@ orders as (
 
     select * from {{ ref('stg_pacbook__cust_order') }}
     {% if is_incremental() -%}
-        where order_id in ({{ orders_loaded_since_last_build() }})
+        where order_id in ({{ orders_loaded_since_last_build(restated_in=ref('fct_sales')) }})
     {%- endif %}
 
 ),
@@ -35,7 +35,7 @@ order_history as (
 
     select * from {{ ref('stg_pacbook__order_history') }}
     {% if is_incremental() -%}
-        where order_id in ({{ orders_loaded_since_last_build() }})
+        where order_id in ({{ orders_loaded_since_last_build(restated_in=ref('fct_sales')) }})
     {%- endif %}
 
 ),
@@ -56,7 +56,7 @@ order_lines as (
 
     select * from {{ ref('fct_sales') }}
     {% if is_incremental() -%}
-        where order_id in ({{ orders_loaded_since_last_build() }})
+        where order_id in ({{ orders_loaded_since_last_build(restated_in=ref('fct_sales')) }})
     {%- endif %}
 
 ),

@@ -29,7 +29,7 @@ order_lines as (
 
     select * from {{ ref('stg_pacbook__order_line') }}
     {% if is_incremental() -%}
-        where order_id in ({{ orders_loaded_since_last_build() }})
+        where order_id in ({{ orders_loaded_since_last_build(destination_moved=true) }})
     {%- endif %}
 
 ),
@@ -38,7 +38,7 @@ orders as (
 
     select * from {{ ref('stg_pacbook__cust_order') }}
     {% if is_incremental() -%}
-        where order_id in ({{ orders_loaded_since_last_build() }})
+        where order_id in ({{ orders_loaded_since_last_build(destination_moved=true) }})
     {%- endif %}
 
 ),
