@@ -167,6 +167,8 @@ def dbt_layer(layer: str) -> DbtTaskGroup:
                 install_deps=False,
                 env=DBT_ENV,
                 select=tests,
+                # the node tasks' cache: their saved parse spares this task a full parse (~3 s)
+                cache_dir=node_tasks[0].cache_dir,
             )
         node_tasks >> layer_tests
     return group
