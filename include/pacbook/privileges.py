@@ -25,8 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from include.pacbook import config
-from include.pacbook.config import SOURCE_TABLES
+from include.pacbook.config import DBT_SESSION_SETTINGS, SOURCE_TABLES
 from include.pacbook.warehouse import WAREHOUSE_SCHEMAS
 
 log = logging.getLogger("pacbook.privileges")
@@ -85,7 +84,7 @@ def dbt_session_env(key: str, environ: Mapping[str, str] = os.environ) -> dict[s
     settings (``config.DBT_SESSION_SETTINGS``) and the PII key: PGOPTIONS, after any options already
     given there. Only the environment carries the key, so no profile, SQL text or dbt artefact does."""
     given = environ.get("PGOPTIONS", "").strip()
-    settings = " ".join(f"-c {name}={_escape_option(value)}" for name, value in config.DBT_SESSION_SETTINGS.items())
+    settings = " ".join(f"-c {name}={_escape_option(value)}" for name, value in DBT_SESSION_SETTINGS.items())
     return {"PGOPTIONS": f"{given} {settings} {pii_key_options(key)}".strip()}
 
 
