@@ -10,6 +10,15 @@
     months carried forward from their last row. A customer left without sales (his orders moved
     out of staging) gets a row without a month. The strategy replace_customer_months swaps a
     restated customer's rows and deletes those of a customer gone (macros/replace_customer_months.sql).
+
+    Whose lines to compare: fct_sales writes every line it keeps with the build's time (built_at),
+    so only the customers with lines written since this model's last build, or with new versions,
+    can have gained or changed lines; anyone else can only have lost some (an order gone from
+    staging, or moved to another customer). One count tells: when the lines of everyone else still
+    add up to what the last build counted for them, the night compares the night's customers only
+    (their lines found by index); otherwise, or when the last month of data moved back, it compares
+    every customer, as a full rebuild would. Aggregating all 1.5 M lines to find the few hundred
+    customers to restate took 4.6 s of this model's 5.6 s at scale 100 (bench/README.md, figure 4).
 #}
 {{
     config(
@@ -28,9 +37,9 @@
 
 with
 
--- the columns used, not every one: the CTE is read four times, and materialised whole it made
--- the incremental build scan 1.5 M wide rows three times at scale 100
-sales as (
+-- the columns used, not every one; not materialized, so that each use reads only the lines it
+-- needs (by index on a night) instead of all 1.5 M wide rows copied once (scale 100)
+sales as not materialized (
 
     select
         order_id,
@@ -38,7 +47,8 @@ sales as (
         order_date,
         sales_amount,
         net_sales_amount,
-        loaded_at
+        loaded_at,
+        built_at
 
     from {{ ref('fct_sales') }}
 
@@ -62,28 +72,6 @@ months as (
 
 ),
 
-sales_by_customer as (
-
-    select
-        customer_id,
-        count(*) as lifetime_order_lines,
-        sum(sales_amount) as lifetime_revenue,
-        sum(net_sales_amount) as lifetime_net_revenue,
-        max(loaded_at) as sales_loaded_at,
-        max(order_date) as last_order_date
-
-    from sales
-    group by customer_id
-
-),
-
--- the last month of data is the month of the latest order in the fact
-data_end as (
-
-    select date_trunc('month', max(last_order_date))::date as last_month from sales_by_customer
-
-),
-
 versions_by_customer as (
 
     select
@@ -93,23 +81,6 @@ versions_by_customer as (
 
     from customers
     group by customer_id
-
-),
-
--- what each customer's rows are built from
-customer_inputs as (
-
-    select
-        sales_by_customer.customer_id,
-        sales_by_customer.lifetime_order_lines,
-        sales_by_customer.lifetime_revenue,
-        sales_by_customer.lifetime_net_revenue,
-        sales_by_customer.sales_loaded_at,
-        versions_by_customer.customer_versions_fingerprint
-
-    from sales_by_customer
-    left join versions_by_customer
-        on sales_by_customer.customer_id = versions_by_customer.customer_id
 
 ),
 
@@ -131,8 +102,131 @@ previous_last_rows as (
 
 ),
 
--- new customers, customers whose lines or versions changed, and everyone when the last month
--- of data moved back (its orders were removed)
+-- one pass over the fact, without grouping
+sales_totals as (
+
+    select
+        count(*) as order_lines,
+        date_trunc('month', max(order_date))::date as last_month
+
+    from sales
+
+),
+
+customers_with_new_lines as (
+
+    select distinct customer_id
+    from sales
+    where {{ written_since_the_last_build() }}
+
+),
+
+customers_with_new_versions as (
+
+    select versions_by_customer.customer_id
+
+    from versions_by_customer
+    inner join previous_last_rows
+        on versions_by_customer.customer_id = previous_last_rows.customer_id
+    where
+        versions_by_customer.customer_versions_fingerprint
+        is distinct from previous_last_rows.customer_versions_fingerprint
+
+),
+
+night_customers as (
+
+    select customer_id from customers_with_new_lines
+    union
+    select customer_id from customers_with_new_versions
+
+),
+
+-- everyone else kept every line the last build counted, and the last month of data did not move back
+others_unchanged as (
+
+    select
+        sales_totals.order_lines - (
+            select count(*) from sales
+            where sales.customer_id in (select night_customers.customer_id from night_customers)
+        ) = (
+            select coalesce(sum(previous_last_rows.cumulative_order_lines), 0) from previous_last_rows
+            where
+                not exists (
+                    select from night_customers
+                    where night_customers.customer_id = previous_last_rows.customer_id
+                )
+        )
+        and sales_totals.last_month >= previous_build.last_month as holds
+
+    from sales_totals
+    cross join previous_build
+
+),
+
+compared_customers as (
+
+    select customer_id from night_customers
+    union
+    select previous_last_rows.customer_id
+    from previous_last_rows
+    cross join others_unchanged
+    where not others_unchanged.holds
+
+),
+
+{% endif %}
+
+sales_by_customer as (
+
+    select
+        customer_id,
+        count(*) as lifetime_order_lines,
+        sum(sales_amount) as lifetime_revenue,
+        sum(net_sales_amount) as lifetime_net_revenue,
+        max(loaded_at) as sales_loaded_at,
+        max(order_date) as last_order_date
+
+    from sales
+    {% if is_incremental() -%}
+    where customer_id in (select compared_customers.customer_id from compared_customers)
+    {%- endif %}
+    group by customer_id
+
+),
+
+-- the last month of data is the month of the latest order in the fact
+data_end as (
+
+    {% if is_incremental() -%}
+    select last_month from sales_totals
+    {%- else -%}
+    select date_trunc('month', max(last_order_date))::date as last_month from sales_by_customer
+    {%- endif %}
+
+),
+
+-- what each compared customer's rows are built from
+customer_inputs as (
+
+    select
+        sales_by_customer.customer_id,
+        sales_by_customer.lifetime_order_lines,
+        sales_by_customer.lifetime_revenue,
+        sales_by_customer.lifetime_net_revenue,
+        sales_by_customer.sales_loaded_at,
+        versions_by_customer.customer_versions_fingerprint
+
+    from sales_by_customer
+    left join versions_by_customer
+        on sales_by_customer.customer_id = versions_by_customer.customer_id
+
+),
+
+{% if is_incremental() %}
+
+-- compared customers who are new or whose lines or versions changed, and every compared
+-- customer when the last month of data moved back (its orders were removed)
 restated_customers as (
 
     select customer_inputs.customer_id
@@ -154,7 +248,21 @@ restated_customers as (
 
 ),
 
--- the months a new month of data adds to everyone else who still has sales, nothing ordered in them
+-- compared customers with no sales left: a row without a month tells the strategy to delete theirs
+customers_gone as (
+
+    select previous_last_rows.customer_id
+
+    from previous_last_rows
+    inner join compared_customers
+        on previous_last_rows.customer_id = compared_customers.customer_id
+    left join customer_inputs
+        on previous_last_rows.customer_id = customer_inputs.customer_id
+    where customer_inputs.customer_id is null
+
+),
+
+-- the months a new month of data adds to everyone else, nothing ordered in them
 carried_forward as (
 
     select
@@ -174,8 +282,6 @@ carried_forward as (
 
     from previous_last_rows
     cross join data_end
-    inner join customer_inputs
-        on previous_last_rows.customer_id = customer_inputs.customer_id
     inner join months
         on
             previous_last_rows.month < months.month
@@ -185,18 +291,10 @@ carried_forward as (
             select from restated_customers
             where restated_customers.customer_id = previous_last_rows.customer_id
         )
-
-),
-
--- customers with no sales left: a row without a month tells the strategy to delete theirs
-customers_gone as (
-
-    select previous_last_rows.customer_id
-
-    from previous_last_rows
-    left join customer_inputs
-        on previous_last_rows.customer_id = customer_inputs.customer_id
-    where customer_inputs.customer_id is null
+        and not exists (
+            select from customers_gone
+            where customers_gone.customer_id = previous_last_rows.customer_id
+        )
 
 ),
 
