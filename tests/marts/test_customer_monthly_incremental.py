@@ -170,9 +170,20 @@ def test_nightly_builds_by_customer_equal_a_full_rebuild(postgres, source, monke
         )
     } | {late_mover}
     assert untouched in restated and returning not in restated
-    assert (inserted,) == query_one(
-        warehouse, "select count(*) from dwh.fct_customer_monthly where customer_id = any(%s)", (list(restated),)
+    # Each is restated from the first month of his new lines (March for all of them: one row each),
+    # the customer who moved in full; every row written is one of theirs.
+    written = query_all(
+        warehouse,
+        "select customer_id, count(*) from dwh.fct_customer_monthly "
+        "where built_at = (select max(built_at) from dwh.fct_customer_monthly) group by customer_id",
     )
+    assert {customer for customer, _ in written} == restated
+    assert sum(rows for _, rows in written) == inserted
+    assert dict(written)[untouched] == 1, "the customer who ordered in March: his March row only"
+    (late_mover_rows,) = query_one(
+        warehouse, "select count(*) from dwh.fct_customer_monthly where customer_id = %s", (late_mover,)
+    )
+    assert dict(written)[late_mover] == late_mover_rows, "the customer who moved: his whole history"
     assert rows_of(warehouse, untouched)[-1][4:6] == (dt.date(2024, 3, 1), 1)
     assert rows_of(warehouse, returning) == returning_in_march
     assert (
@@ -193,3 +204,19 @@ def test_nightly_builds_by_customer_equal_a_full_rebuild(postgres, source, monke
     )
     assert rows_of(warehouse, returning)[-1][8] == 0
     assert_same_as_a_full_rebuild(warehouse, tmp_path / "refresh_rule", NIGHTS[1])
+
+    # An early order of a customer leaves the fact (its lines deleted, as when validation moves an order
+    # out of staging) on the night a later order of his is written anew: his rows are restated from the
+    # early order's month on, not only from the later one's (his earlier lines no longer add up).
+    customer, early_order, later_order = query_one(
+        warehouse,
+        "select customer_id, (array_agg(order_id order by order_date))[1], "
+        "(array_agg(order_id order by order_date desc))[1] from dwh.fct_sales group by customer_id "
+        "having min(date_trunc('month', order_date)) < max(date_trunc('month', order_date)) "
+        "order by customer_id limit 1",
+    )
+    with psycopg.connect(warehouse) as conn:
+        conn.execute("delete from dwh.fct_sales where order_id = %s", (early_order,))
+        conn.execute("update dwh.fct_sales set built_at = now() where order_id = %s", (later_order,))
+    build_monthly(warehouse, tmp_path / "early_order_gone", NIGHTS[1], select="fct_customer_monthly")
+    assert_same_as_a_full_rebuild(warehouse, tmp_path / "refresh_early_order_gone", NIGHTS[1])

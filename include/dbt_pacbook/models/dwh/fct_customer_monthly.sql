@@ -6,8 +6,9 @@
     A customer's rows are restated in full when what they were built from changed: their order
     lines (count, amounts and latest arrival, so new, restated and removed lines all show, and so
     does fct_sales rebuilt from scratch with other amounts) or their customer versions (a
-    fingerprint of the version history). Everyone else only gets the new
-    months carried forward from their last row. A customer left without sales (his orders moved
+    fingerprint of the version history); only from the first month of his lines fct_sales wrote
+    anew when everything before it is unchanged (restated_customers). Everyone else only gets the
+    new months carried forward from their last row. A customer left without sales (his orders moved
     out of staging) gets a row without a month. The strategy replace_customer_months swaps a
     restated customer's rows and deletes those of a customer gone (macros/replace_customer_months.sql).
 
@@ -113,11 +114,16 @@ sales_totals as (
 
 ),
 
-customers_with_new_lines as (
+-- customers with lines fct_sales wrote since this model's last build, and the first month of them
+first_rewritten_months as (
 
-    select distinct customer_id
+    select
+        customer_id,
+        date_trunc('month', min(order_date))::date as first_month
+
     from sales
     where {{ written_since_the_last_build() }}
+    group by customer_id
 
 ),
 
@@ -136,7 +142,7 @@ customers_with_new_versions as (
 
 night_customers as (
 
-    select customer_id from customers_with_new_lines
+    select customer_id from first_rewritten_months
     union
     select customer_id from customers_with_new_versions
 
@@ -225,17 +231,58 @@ customer_inputs as (
 
 {% if is_incremental() %}
 
+-- what the customers with rewritten lines had ordered before the first month of them
+lines_before_the_rewrite as (
+
+    select
+        first_rewritten_months.customer_id,
+        count(earlier_lines.customer_id) as order_lines,
+        coalesce(sum(earlier_lines.sales_amount), 0) as revenue,
+        coalesce(sum(earlier_lines.net_sales_amount), 0) as net_revenue
+
+    from first_rewritten_months
+    left join sales as earlier_lines
+        on
+            first_rewritten_months.customer_id = earlier_lines.customer_id
+            and first_rewritten_months.first_month > earlier_lines.order_date
+    group by first_rewritten_months.customer_id
+
+),
+
 -- compared customers who are new or whose lines or versions changed, and every compared
--- customer when the last month of data moved back (its orders were removed)
+-- customer when the last month of data moved back (its orders were removed). Each is restated
+-- from the first month of his rewritten lines when what he ordered before it still adds up to his
+-- row of the month before (a new order restates one month, a late status the months from its
+-- order on); otherwise (restated_from null) his whole history is
 restated_customers as (
 
-    select customer_inputs.customer_id
+    select
+        customer_inputs.customer_id,
+        case
+            when
+                previous_last_rows.customer_id is not null
+                and customer_inputs.customer_versions_fingerprint
+                = previous_last_rows.customer_versions_fingerprint
+                and data_end.last_month >= previous_build.last_month
+                and lines_before_the_rewrite.order_lines = coalesce(month_before.cumulative_order_lines, 0)
+                and lines_before_the_rewrite.revenue = coalesce(month_before.cumulative_revenue, 0)
+                and lines_before_the_rewrite.net_revenue = coalesce(month_before.cumulative_net_revenue, 0)
+                then first_rewritten_months.first_month
+        end as restated_from
 
     from customer_inputs
     cross join data_end
     cross join previous_build
     left join previous_last_rows
         on customer_inputs.customer_id = previous_last_rows.customer_id
+    left join first_rewritten_months
+        on customer_inputs.customer_id = first_rewritten_months.customer_id
+    left join lines_before_the_rewrite
+        on customer_inputs.customer_id = lines_before_the_rewrite.customer_id
+    left join {{ this }} as month_before
+        on
+            first_rewritten_months.customer_id = month_before.customer_id
+            and (first_rewritten_months.first_month - interval '1 month')::date = month_before.month
     where
         previous_last_rows.customer_id is null
         or customer_inputs.lifetime_order_lines <> previous_last_rows.cumulative_order_lines
@@ -298,6 +345,8 @@ carried_forward as (
 
 ),
 
+-- a row without a month tells the strategy to delete all the customer's rows: for a customer
+-- gone, and for one whose whole history is restated
 gone_markers as (
 
     select
@@ -314,7 +363,12 @@ gone_markers as (
         null::timestamptz as sales_loaded_at,
         null::bigint as customer_versions_fingerprint
 
-    from customers_gone
+    from (
+        select customers_gone.customer_id from customers_gone
+        union all
+        select restated_customers.customer_id from restated_customers
+        where restated_customers.restated_from is null
+    ) as replaced_whole
 
 ),
 
@@ -340,7 +394,8 @@ customer_month_sales as (
         count(distinct order_id) as orders,
         count(*) as order_lines,
         sum(sales_amount) as revenue,
-        sum(net_sales_amount) as net_revenue
+        sum(net_sales_amount) as net_revenue,
+        max(loaded_at) as loaded_at
 
     from restated_sales
     group by customer_id, date_trunc('month', order_date)::date
@@ -383,6 +438,7 @@ filled as (
         coalesce(customer_month_sales.order_lines, 0) as order_lines,
         coalesce(customer_month_sales.revenue, 0.00) as revenue,
         coalesce(customer_month_sales.net_revenue, 0.00) as net_revenue,
+        customer_month_sales.loaded_at,
         max(case when customer_month_sales.orders > 0 then customer_month_spine.month end) over (
             partition by customer_month_spine.customer_id
             order by customer_month_spine.month
@@ -410,7 +466,7 @@ restated as (
         sum(filled.net_revenue) over cumulative as cumulative_net_revenue,
         (sum(filled.order_lines) over cumulative)::bigint as cumulative_order_lines,
         {{ months_between('filled.month', 'filled.last_order_month') }} as months_since_last_order,
-        customer_inputs.sales_loaded_at,
+        max(filled.loaded_at) over cumulative as sales_loaded_at,
         customer_inputs.customer_versions_fingerprint
 
     from filled
@@ -426,8 +482,11 @@ restated as (
 
 customer_months as (
 
-    select * from restated
+    select restated.* from restated
     {% if is_incremental() -%}
+    inner join restated_customers
+        on restated.customer_id = restated_customers.customer_id
+    where restated_customers.restated_from is null or restated_customers.restated_from <= restated.month
     union all
     select * from carried_forward
     union all
