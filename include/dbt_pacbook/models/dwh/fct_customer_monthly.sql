@@ -7,7 +7,7 @@
     lines (count, amounts and latest arrival, so new, restated and removed lines all show, and so
     does fct_sales rebuilt from scratch with other amounts) or their customer versions (a
     fingerprint of the version history); only from the first month of his lines fct_sales wrote
-    anew when everything before it is unchanged (restated_customers). Everyone else only gets the
+    anew when everything before it is unchanged (restatement_starts). Everyone else only gets the
     new months carried forward from their last row. A customer left without sales (his orders moved
     out of staging) gets a row without a month. The strategy replace_customer_months swaps a
     restated customer's rows and deletes those of a customer gone (macros/replace_customer_months.sql).
