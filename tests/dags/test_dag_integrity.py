@@ -195,7 +195,7 @@ def test_every_data_test_of_the_project_runs_in_exactly_one_task(dagbag):
     every_test = sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "test")
     assert sorted(name for names in runs.values() for name in names) == every_test
     staging = set(runs["staging.layer_tests"])
-    assert {"assert_every_order_has_a_line", "source_unique_pacbook_cust_order_order_id"} <= staging
+    assert {"assert_every_order_has_a_line", "source_unique_pacbook_customer_customer_id"} <= staging
     assert "relationships_stg_pacbook__order_line_order_id__order_id__ref_stg_pacbook__cust_order_" in staging
     assert runs["dwh.layer_tests"] == [
         "relationships_publisher_cost_rates_publisher_id__publisher_id__ref_stg_pacbook__publisher_"

@@ -84,9 +84,9 @@ def assert_restated_as_returned(warehouse: str, order_id: int) -> None:
     ) == [("Returned", 0)]
 
 
-def failed_tests(warehouse: str, target: Path, *extra: str) -> dict[str, int]:
-    """Runs the data tests of fct_sales; the failing rows of each test that failed."""
-    result = run_dbt_cli(warehouse, target, "test", "--select", "fct_sales,test_type:data", *extra)
+def failed_tests(warehouse: str, target: Path, *extra: str, model: str = "fct_sales") -> dict[str, int]:
+    """Runs the data tests of the model; the failing rows of each test that failed."""
+    result = run_dbt_cli(warehouse, target, "test", "--select", f"{model},test_type:data", *extra)
     results = json.loads((target / "run_results.json").read_text())["results"]
     assert results and all(r["status"] in ("pass", "fail", "warn") for r in results), result.stdout[-3000:]
     return {r["unique_id"].split(".")[2]: r["failures"] for r in results if r["status"] == "fail"}
@@ -135,6 +135,43 @@ def assert_fact_tests_check_recent_builds(
         with psycopg.connect(warehouse) as conn:
             for line_id, book_key in broken:
                 conn.execute("update dwh.fct_sales set book_key = %s where line_id = %s", (book_key, line_id))
+
+
+def assert_staging_key_tests_check_recent_loads(warehouse: str, target: Path, night_2_started: dt.datetime) -> None:
+    """The key tests of a growing table's staging view check the rows loaded since the start of the
+    view's last passed build; its relationships tests every row (in the DAG they run after the view
+    has recorded tonight's build)."""
+    duplicate, orphan = (
+        "unique_stg_pacbook__order_line_line_id",
+        "relationships_stg_pacbook__order_line_book_id__book_id__ref_stg_pacbook__book_",
+    )
+    view = "stg_pacbook__order_line"
+    with psycopg.connect(warehouse) as conn:
+        order_id = conn.execute("select min(order_id) from staging.order_line").fetchone()[0]
+        # Two rows with one new key and an unknown book, loaded before night 2's build.
+        conn.execute(
+            "insert into staging.order_line (line_id, order_id, book_id, price, _pacbook_loaded_at) "
+            "select -1, %s, -1, 1.00, %s from generate_series(1, 2)",
+            (order_id, night_2_started - dt.timedelta(hours=1)),
+        )
+    try:
+        assert failed_tests(warehouse, target, model=view) == {duplicate: 1, orphan: 2}  # no record: every row
+        with psycopg.connect(warehouse) as conn:
+            conn.execute(
+                "select audit.record_dbt_build(%s, 'as the nightly run records it', %s, 'n2')",
+                (f"model.pacbook.{view}", night_2_started),
+            )
+        assert failed_tests(warehouse, target, model=view) == {orphan: 2}  # loaded before the mark
+        compiled = next((target / "compiled").rglob(f"unique_{view}_line_id*.sql")).read_text()
+        assert f"loaded_at >= '{night_2_started.isoformat()}'::timestamptz" in compiled, compiled
+        every_row = failed_tests(warehouse, target, "--vars", json.dumps({"test_every_row": True}), model=view)
+        assert every_row == {duplicate: 1, orphan: 2}
+        with psycopg.connect(warehouse) as conn:  # loaded again tonight: back in the scope
+            conn.execute("update staging.order_line set _pacbook_loaded_at = now() where line_id = -1")
+        assert failed_tests(warehouse, target, model=view) == {duplicate: 1, orphan: 2}
+    finally:
+        with psycopg.connect(warehouse) as conn:
+            conn.execute("delete from staging.order_line where line_id = -1")
 
 
 def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, source, monkeypatch, tmp_path):
@@ -187,6 +224,7 @@ def test_nightly_increments_build_the_same_facts_as_a_full_rebuild(postgres, sou
         touched[1],
     )
     assert_fact_tests_check_recent_builds(incremental, tmp_path / "night_2", night_2_started, untouched, old_order)
+    assert_staging_key_tests_check_recent_loads(incremental, tmp_path / "night_2", night_2_started)
 
     # The same source, loaded whole and built from scratch, gives the same facts.
     full = postgres.fresh_database("warehouse_full_facts")
