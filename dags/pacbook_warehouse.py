@@ -194,8 +194,8 @@ def pacbook_warehouse():
     def reconcile(run_id=None, dag_run=None, params=None) -> dict:
         from include.pacbook.pipeline import reconcile_with_source
 
-        partial = bool(params["dbt_select"].strip())
-        return reconcile_with_source(run_id, *_interval(dag_run), partial_rebuild=partial)
+        selected = bool(params["dbt_select"].strip())
+        return reconcile_with_source(run_id, *_interval(dag_run), selected_rebuild=selected)
 
     @task(execution_timeout=timedelta(minutes=15))
     def export_marts(run_id=None, dag_run=None) -> dict[str, int]:

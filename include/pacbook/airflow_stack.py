@@ -275,6 +275,12 @@ class AirflowStack:
                 lines.append(str(entry))
         return "\n".join(lines)
 
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        """What a task pushed (its return value by default), as stored."""
+        quoted = urllib.parse.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self._request("GET", path)["value"]
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 

@@ -103,10 +103,7 @@ def changed_selection(warehouse_uri: str, full_refresh: bool = False) -> tuple[l
     build, with their tests and the tests of the staging tables that changed (build_state.py), with
     ``--full-refresh`` when an incremental model's code changed: none (the whole project) on a full
     refresh, None when everything is up to date."""
-    nodes = build_state.manifest_nodes()
-    with warehouse.connect(warehouse_uri) as conn:
-        state = build_state.read_state(conn, nodes.values())
-    decisions = build_state.plan(nodes, state, full_refresh)
+    nodes, decisions = _plan(warehouse_uri, full_refresh)
     stale = [uid for uid, decision in decisions.items() if decision.rebuild]
     for uid, decision in decisions.items():
         log.info("%s %s: %s", "rebuild" if decision.rebuild else "skip", nodes[uid].name, decision.reason)
@@ -125,6 +122,20 @@ def changed_selection(warehouse_uri: str, full_refresh: bool = False) -> tuple[l
         if table in decisions[uid].changed_tables
     }
     return [*refresh, "--select", *(nodes[uid].name for uid in stale), *sorted(sources)], counts
+
+
+def nodes_behind_staging(warehouse_uri: str) -> dict[str, str]:
+    """The models and snapshots a build of the whole project would rebuild now, with the reason: none
+    once every one of them reflects what staging holds."""
+    nodes, decisions = _plan(warehouse_uri)
+    return {nodes[uid].name: decision.reason for uid, decision in decisions.items() if decision.rebuild}
+
+
+def _plan(warehouse_uri: str, full_refresh: bool = False) -> tuple[dict, dict[str, build_state.Decision]]:
+    nodes = build_state.manifest_nodes()
+    with warehouse.connect(warehouse_uri) as conn:
+        state = build_state.read_state(conn, nodes.values())
+    return nodes, build_state.plan(nodes, state, full_refresh)
 
 
 def warehouse_clock(warehouse_uri: str):

@@ -136,14 +136,21 @@ def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
     return counts
 
 
-def reconcile_with_source(run_id: str, interval_start, interval_end, partial_rebuild: bool = False) -> dict:
-    """Source vs warehouse + quarantine for the interval and all time; fails on any difference."""
+def reconcile_with_source(run_id: str, interval_start, interval_end, selected_rebuild: bool = False) -> dict:
+    """Source vs warehouse + quarantine for the interval and all time; fails on any difference.
+    After a ``dbt_select`` run, only when the selection left no model behind staging."""
+    from include.pacbook.dbt_cli import nodes_behind_staging
     from include.pacbook.reconciliation import reconcile
 
-    if partial_rebuild:
-        # A dbt_select run rebuilds only part of the model on purpose: the rest may lag the new copy.
-        log.warning("reconcile: not compared, this run rebuilt only a dbt selection (dbt_select)")
-        return {}
+    if selected_rebuild and (behind := nodes_behind_staging(config.warehouse_uri())):
+        # The selection rebuilt part of the model on purpose: the rest lags tonight's copy, so a
+        # difference would be the selection's doing, not a lost row.
+        shown = "; ".join(f"{name}: {reason}" for name, reason in list(behind.items())[:5])
+        why = (
+            f"this dbt_select run left {len(behind)} models behind staging ({shown}{' ...' if len(behind) > 5 else ''})"
+        )
+        log.warning("reconcile: not compared, %s", why)
+        return {"not compared": why}
     comparisons = reconcile(config.source_uri(), config.warehouse_uri(), run_id, interval_start, interval_end)
     return {f"{c.measure} [{c.window}]": str(c.source) for c in comparisons}
 

@@ -31,6 +31,7 @@ class Comparison:
     source: Decimal
     warehouse: Decimal
     quarantined: Decimal
+    tables: str  # where each side comes from, so the message names the tables to look at
 
     @property
     def difference(self) -> Decimal:
@@ -38,7 +39,7 @@ class Comparison:
 
     def line(self) -> str:
         return (
-            f"{self.measure} [{self.window}]: source {self.source} = warehouse {self.warehouse} "
+            f"{self.measure} [{self.window}] ({self.tables}): source {self.source} = warehouse {self.warehouse} "
             f"+ quarantined {self.quarantined} (difference {self.difference})"
         )
 
@@ -84,6 +85,11 @@ where not exists (
     select from {staging} as s where s.{key}::text = keyed.row_key and s._pacbook_loaded_at > keyed.quarantined_at
 )
 """
+
+
+_LINE_TABLES = "source public.order_line, warehouse dwh.fct_sales, quarantine.order_line"
+_AMOUNT_TABLES = "source public.order_line.price, warehouse dwh.fct_sales.sales_amount, quarantine.order_line"
+_ORDER_TABLES = "source public.cust_order, warehouse dwh.fct_order_fulfilment, quarantine.cust_order"
 
 
 def _quarantined_query(table: str, key: str, columns: str) -> sql.Composed:
@@ -144,11 +150,23 @@ def compare(
             ]
             comparisons.append(
                 Comparison(
-                    "order lines", window, Decimal(source_lines), Decimal(warehouse_lines), Decimal(len(in_window))
+                    "order lines",
+                    window,
+                    Decimal(source_lines),
+                    Decimal(warehouse_lines),
+                    Decimal(len(in_window)),
+                    _LINE_TABLES,
                 )
             )
             comparisons.append(
-                Comparison("sales amount", window, source_amount, warehouse_amount, sum(in_window, Decimal(0)))
+                Comparison(
+                    "sales amount",
+                    window,
+                    source_amount,
+                    warehouse_amount,
+                    sum(in_window, Decimal(0)),
+                    _AMOUNT_TABLES,
+                )
             )
             orders_quarantined = sum(1 for d in quarantined_orders if d is not None and since <= d < until)
             comparisons.append(
@@ -158,6 +176,7 @@ def compare(
                     Decimal(_fetch(source, _SOURCE_ORDERS, params)[0][0]),
                     Decimal(_fetch(dwh, _WAREHOUSE_ORDERS, params)[0][0]),
                     Decimal(orders_quarantined),
+                    _ORDER_TABLES,
                 )
             )
     return comparisons

@@ -24,7 +24,11 @@ from include.pacbook import config
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
 from tests.e2e.test_backfill import WHOLE_PROJECT, assert_same_as_a_clean_run
-from tests.e2e.test_pipeline_end_to_end import assert_warehouse_reconciles_to_source, failed_tasks
+from tests.e2e.test_pipeline_end_to_end import (
+    assert_the_run_reconciled,
+    assert_warehouse_reconciles_to_source,
+    failed_tasks,
+)
 from tests.extract.test_incremental_extraction import add_order
 from tests.marts.test_incremental_facts import assert_restated_as_returned, change_the_shop
 
@@ -80,6 +84,7 @@ def test_a_second_night_with_changes_survives_killed_extraction_and_build_and_eq
     first = f"{FIRST_NIGHT:%Y-%m-%d}"
     [night_1] = airflow.backfill(config.DAG_ID, first, first, WHOLE_PROJECT)
     assert night_1["state"] == "success", failed_tasks(airflow, night_1)
+    assert_the_run_reconciled(airflow, night_1)
 
     customer, method = query_one(
         shop, "select customer_id, shipping_method_id from cust_order where order_id = %s", (FIRST_ORDER,)
@@ -117,6 +122,7 @@ def test_a_second_night_with_changes_survives_killed_extraction_and_build_and_eq
     assert night_2["state"] == "success", failed_tasks(airflow, night_2)
     tries = try_numbers(airflow, night_2["dag_run_id"])
     assert (tries["extract"], tries["dbt_selected"]) == (2, 2)
+    assert_the_run_reconciled(airflow, night_2)
     # The killed copy left nothing behind: the rerun skipped the tables already loaded, loaded the rest once.
     assert query_one(warehouse, "select count(*) from audit.extract_load where run_id = %s", (night_2["dag_run_id"],))[
         0

@@ -63,3 +63,4 @@ def test_a_lost_fact_row_fails_naming_the_measure_and_the_difference(built_from_
     message = str(failure.value)
     assert "order lines [interval" in message and "(difference 1)" in message
     assert "sales amount [all time" in message and "(difference 21.50)" in message
+    assert "warehouse dwh.fct_sales.sales_amount" in message and "dwh.fct_order_fulfilment" not in message
