@@ -82,11 +82,20 @@ def run_failed(uri: str, dag_id: str, run_id: str, task_id: str, error: str | No
 
 
 def rows_by_table(uri: str, run_id: str) -> dict[str, dict[str, int]]:
-    """Rows read from the source, rejected by validation and written to staging, per source table."""
+    """Rows read from the source, rejected by validation and written to staging, per source table.
+    Written: the rows the run's validation admitted; rejected also counts older rows a parent's
+    rejection orphaned that night, so read - rejected is not what was written."""
     with warehouse.connect(uri) as conn:
         rows = conn.execute(
             """
-            select loads.table_name, loads.rows_loaded, coalesce(checks.rows_rejected, 0)
+            select
+                loads.table_name,
+                loads.rows_loaded,
+                coalesce(checks.rows_rejected, 0),
+                coalesce(
+                    checks.new_rows_checked - checks.new_rows_rejected,
+                    loads.rows_loaded - coalesce(checks.rows_rejected, 0)
+                )
             from audit.extract_load as loads
             left join audit.staging_validation as checks
                 on checks.run_id = loads.run_id and checks.table_name = loads.table_name
@@ -95,7 +104,7 @@ def rows_by_table(uri: str, run_id: str) -> dict[str, dict[str, int]]:
             """,
             (run_id,),
         ).fetchall()
-    return {table: {"read": read, "rejected": rejected, "written": read - rejected} for table, read, rejected in rows}
+    return {table: {"read": read, "rejected": rejected, "written": written} for table, read, rejected, written in rows}
 
 
 def run_succeeded(uri: str, dag_id: str, run_id: str) -> dict[str, dict[str, int]]:

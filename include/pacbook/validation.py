@@ -28,13 +28,18 @@ class TooManyRejectedRowsError(RuntimeError):
 
 @dataclass(frozen=True)
 class TableValidation:
+    """One table's validation in a run. The share that the threshold limits is that of the rows the
+    run brought (``new_rows_checked``) that were rejected: older rows a parent's rejection orphaned
+    tonight count in ``rows_rejected``, and their cause in the parent's share."""
+
     table: str
-    rows_checked: int
+    new_rows_checked: int
+    new_rows_rejected: int
     rows_rejected: int
 
     @property
     def rejected_share(self) -> float:
-        return self.rows_rejected / self.rows_checked if self.rows_checked else 0.0
+        return self.new_rows_rejected / self.new_rows_checked if self.new_rows_checked else 0.0
 
 
 def is_validated(warehouse_uri: str, run_id: str) -> bool:
@@ -46,12 +51,12 @@ def is_validated(warehouse_uri: str, run_id: str) -> bool:
         )
 
 
-def _quarantine_statement(rule: Rule, scope: ValidationScope, may_have_lost_rows: set[str]) -> sql.Composed:
+def _quarantine_statement(rule: Rule, scope: ValidationScope, every_row: bool = False) -> sql.Composed:
     staging = sql.Identifier("staging", rule.table)
     violation = sql.SQL(rule.violation).format(
         staging=staging, as_of=sql.Placeholder("as_of"), other_rows_in_scope=scope.rows("o")
     )
-    in_scope = sql.SQL("true") if rule.parent in may_have_lost_rows else scope.rows("t")
+    in_scope = sql.SQL("true") if every_row else scope.rows("t")
     return sql.SQL(
         """
         with rejected as (
@@ -169,13 +174,17 @@ def _validate_table(
             scope.rows("t"), scope.last_load_checked(), staging
         )
     ).fetchone()
-    rejected = 0
+    rejected = new_rejected = 0
     for rule in rules_for(table):
         if rule.parent and rule.parent not in tables:
             log.info("rule %s.%s not applied: this extraction leaves out %s", table, rule.name, rule.parent)
             continue
         params = {"run_id": run_id, "rule": rule.name, "reason": rule.description, "as_of": as_of}
-        moved = conn.execute(_quarantine_statement(rule, scope, may_have_lost_rows), params).rowcount
+        moved = conn.execute(_quarantine_statement(rule, scope), params).rowcount
+        new_rejected += moved
+        if rule.parent in may_have_lost_rows and not scope.everything:
+            # then the older rows, which only a parent that lost rows tonight can have orphaned
+            moved += conn.execute(_quarantine_statement(rule, scope, every_row=True), params).rowcount
         if moved:
             rejected += moved
             conn.execute(
@@ -183,15 +192,19 @@ def _validate_table(
                 (run_id, table, rule.name, moved),
             )
     conn.execute(
-        "insert into audit.staging_validation "
-        "(run_id, table_name, rows_checked, rows_rejected, new_rows_checked, validated_through) "
-        "values (%s, %s, %s, %s, %s, %s)",
-        (run_id, table, checked, rejected, new_rows, validated_through),
+        "insert into audit.staging_validation (run_id, table_name, rows_checked, rows_rejected, "
+        "new_rows_checked, new_rows_rejected, validated_through) values (%s, %s, %s, %s, %s, %s, %s)",
+        (run_id, table, checked, rejected, new_rows, new_rejected, validated_through),
     )
     if rejected:
         conn.execute(sql.SQL("analyze {}").format(staging))
     log.info(
-        "validated table=%s rows_checked=%d new_rows_checked=%d rows_rejected=%d", table, checked, new_rows, rejected
+        "validated table=%s rows_checked=%d new_rows_checked=%d new_rows_rejected=%d rows_rejected=%d",
+        table,
+        checked,
+        new_rows,
+        new_rejected,
+        rejected,
     )
     return scope.everything or rejected > 0
 
@@ -220,7 +233,9 @@ def log_rejections(warehouse_uri: str, run_id: str) -> int:
 def validation_results(warehouse_uri: str, run_id: str) -> list[TableValidation]:
     with warehouse.connect(warehouse_uri) as conn:
         rows = conn.execute(
-            "select table_name, rows_checked, rows_rejected from audit.staging_validation "
+            # (runs validated before new_rows_* were recorded count every row as new)
+            "select table_name, coalesce(new_rows_checked, rows_checked), coalesce(new_rows_rejected, rows_rejected), "
+            "rows_rejected from audit.staging_validation "
             "where run_id = %s order by table_name",
             (run_id,),
         ).fetchall()
@@ -229,12 +244,14 @@ def validation_results(warehouse_uri: str, run_id: str) -> list[TableValidation]
 
 def check_rejected_share(results: list[TableValidation], limit: float | None = None) -> None:
     limit = config.max_rejected_share() if limit is None else limit
-    over = [r for r in results if r.rows_rejected and r.rejected_share > limit]
+    over = [r for r in results if r.new_rows_rejected and r.rejected_share > limit]
     if over:
-        details = "; ".join(f"{r.table}: {r.rows_rejected} of {r.rows_checked} ({r.rejected_share:.1%})" for r in over)
+        details = "; ".join(
+            f"{r.table}: {r.new_rows_rejected} of {r.new_rows_checked} ({r.rejected_share:.1%})" for r in over
+        )
         raise TooManyRejectedRowsError(
-            f"rejected rows over the threshold of {limit:.1%} per table: {details} — the rows and their rules are in "
-            "quarantine.<table> (RUNBOOK.md#rejected-rows)"
+            f"rejected rows over the threshold of {limit:.1%} of the rows this run brought, per table: {details} "
+            "— the rows and their rules are in quarantine.<table> (RUNBOOK.md#rejected-rows)"
         )
 
 

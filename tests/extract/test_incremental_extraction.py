@@ -21,7 +21,9 @@ from psycopg import sql
 from include.luigi_tasks.extract_source import extract_source
 from include.luigi_tasks.streaming_copy import LOADED_AT_COLUMN
 from include.pacbook import config
+from include.pacbook.pipeline_audit import rows_by_table
 from include.pacbook.source_generator import generate_source
+from include.pacbook.validation import TooManyRejectedRowsError
 from tests.conftest import query_all, query_one
 
 LAST_DAY = dt.date(2024, 3, 26)  # the generator's last day of orders
@@ -263,8 +265,9 @@ def assert_lines_equal_source_up_to(source: str, warehouse: str, day: dt.date) -
     assert fingerprint(warehouse, "select * from staging.order_line", "order_line") == expected
 
 
-def test_a_night_validates_its_own_rows_and_every_reference(source, use_warehouse):
+def test_a_night_validates_its_own_rows_and_every_reference(source, use_warehouse, monkeypatch):
     warehouse = use_warehouse("warehouse_validation_scope")
+    monkeypatch.setenv("PACBOOK_MAX_REJECTED_SHARE", "0.5")  # one bad line of the night's four is 25 %
     load("night_1", NIGHTS[0])
     with psycopg.connect(source) as conn:
         # a bad line in the night's increment, and a customer whose email breaks: the customer is
@@ -310,6 +313,39 @@ def test_a_night_validates_its_own_rows_and_every_reference(source, use_warehous
     )
     assert [order for (order,) in quarantined] == old_orders
     assert not query_one(warehouse, "select count(*) from staging.cust_order where customer_id = %s", (customer,))[0]
+    # The night's own rows rejected are told apart from the older rows the customer took along: the
+    # threshold limits the first; the run's audit writes every row of the night the rules admitted.
+    recorded = dict(
+        (table, counts)
+        for table, *counts in query_all(
+            warehouse,
+            "select table_name, new_rows_rejected, rows_rejected from audit.staging_validation "
+            "where run_id = 'night_2'",
+        )
+    )
+    assert recorded["order_line"] == [1, 1 + old_lines]
+    assert recorded["cust_order"] == [0, len(old_orders)]
+    night_counts = rows_by_table(warehouse, "night_2")
+    lines_read = load_modes(warehouse, "night_2")["order_line"][1]
+    assert night_counts["order_line"] == {"read": lines_read, "rejected": 1 + old_lines, "written": lines_read - 1}
+    assert night_counts["cust_order"]["written"] == night_counts["cust_order"]["read"]
+
+
+def test_the_rejected_share_of_a_night_is_that_of_its_own_rows(source, use_warehouse, monkeypatch):
+    """One bad line among a night's few is over a 1% threshold, though it is far under 1% of the table."""
+    warehouse = use_warehouse("warehouse_rejected_share")
+    load("night_1", NIGHTS[0])
+    with psycopg.connect(source) as conn:
+        add_order(conn, 9_200_000, dt.datetime.combine(NIGHTS[1], dt.time(11)))
+        conn.execute("update order_line set price = -5 where line_id = (select max(line_id) from order_line)")
+    monkeypatch.setenv("PACBOOK_MAX_REJECTED_SHARE", "0.01")
+    with pytest.raises(TooManyRejectedRowsError) as failure:
+        load("night_2", NIGHTS[1])
+    night_lines = load_modes(warehouse, "night_2")["order_line"][1]
+    all_lines = query_one(warehouse, "select count(*) from staging.order_line")[0] + 1
+    assert night_lines < 100 < all_lines, (night_lines, all_lines)
+    assert f"order_line: 1 of {night_lines} ({1 / night_lines:.1%})" in str(failure.value)
+    assert "cust_order" not in str(failure.value)
 
 
 def test_small_tables_are_compared_and_copied_again_only_when_they_changed(source, use_warehouse):

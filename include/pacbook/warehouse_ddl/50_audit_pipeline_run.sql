@@ -30,3 +30,7 @@ comment on column audit.pipeline_run.holds_warehouse_since is
     'Set when the run passed the warehouse_free gate: while its status is running, no other run writes. '
     'Released by the run ending (success or failed); a run killed without an ending keeps it until it is '
     'cleared and rerun, or marked failed here (RUNBOOK.md#warehouse-busy).';
+comment on column audit.pipeline_run.rows_written is
+    'Rows the run''s validation admitted to staging (audit.staging_validation: new_rows_checked - '
+    'new_rows_rejected). Not rows_read - rows_rejected: rows_rejected also counts older rows that a '
+    'parent''s rejection orphaned that night.';
