@@ -4,9 +4,10 @@ the same source ends.
 
 The first night loads the shop. Before the second night a customer changes email and moves, a
 shipping method gets dearer, an old order is Returned late and new orders arrive. The second night's
-extraction is killed (SIGKILL, the task's whole process tree) while it copies the order lines, and
-its dbt build while it writes fct_sales: each held there by a lock this test takes, so the kill
-lands mid-copy and mid-build every time. The runs build the dbt project in one `dbt build`
+extraction is killed (SIGKILL, the task's whole process tree) once the night's order lines have
+streamed into the warehouse and before they replace the staged ones, and its dbt build while it
+writes fct_sales: each held there by a lock this test takes, so the kill lands mid-copy and
+mid-build every time. The runs build the dbt project in one `dbt build`
 (trigger parameter `dbt_select`), as in test_backfill.py.
 """
 
@@ -106,14 +107,21 @@ def test_a_second_night_with_changes_survives_killed_extraction_and_build_and_eq
     # The second night, held mid-copy and mid-build by locks, killed there, retried by the scheduler.
     start, end = (f"{day:%Y-%m-%d}T00:00:00Z" for day in (SECOND_NIGHT, SECOND_NIGHT + dt.timedelta(days=1)))
     airflow.take_due_night(config.DAG_ID)
-    with psycopg.connect(shop) as source_lock, psycopg.connect(warehouse) as warehouse_lock:
-        source_lock.execute("lock table public.order_line in access exclusive mode")
+    with psycopg.connect(warehouse) as staging_lock, psycopg.connect(warehouse) as warehouse_lock:
+        staging_lock.execute("lock table staging.order_line in exclusive mode")  # reads pass, writes wait
         warehouse_lock.execute("lock table dwh.fct_sales in access exclusive mode")
         night_2 = airflow.trigger(config.DAG_ID, WHOLE_PROJECT, logical_date=start, data_interval=(start, end))
         airflow.set_paused(config.DAG_ID, False)
         try:
-            kill_task_waiting_on(shop, "%copy%order_line%")
-            source_lock.rollback()
+            # Its order lines streamed into the warehouse, not yet in place of the staged ones.
+            kill_task_waiting_on(warehouse, "%delete from%staging%order_line%pacbook_incoming%")
+            # Killed, nothing could record an end: the audit shows a run started and not finished.
+            assert query_one(
+                warehouse,
+                "select status, finished_at from audit.pipeline_run where run_id = %s",
+                (night_2["dag_run_id"],),
+            ) == ("running", None)
+            staging_lock.rollback()
             kill_task_waiting_on(warehouse, "%fct_sales%")
             warehouse_lock.rollback()
             night_2 = airflow.wait_for_run(config.DAG_ID, night_2["dag_run_id"], timeout=config.run_timeout_seconds())
@@ -123,6 +131,13 @@ def test_a_second_night_with_changes_survives_killed_extraction_and_build_and_eq
     tries = try_numbers(airflow, night_2["dag_run_id"])
     assert (tries["extract"], tries["dbt_selected"]) == (2, 2)
     assert_the_run_reconciled(airflow, night_2)
+    status, finished, written, by_table = query_one(
+        warehouse,
+        "select status, finished_at, rows_written, rows_by_table from audit.pipeline_run where run_id = %s",
+        (night_2["dag_run_id"],),
+    )
+    assert status == "success" and finished is not None
+    assert written == sum(counts["written"] for counts in by_table.values()) and by_table["order_line"]["written"] > 0
     # The killed copy left nothing behind: the rerun skipped the tables already loaded, loaded the rest once.
     assert query_one(warehouse, "select count(*) from audit.extract_load where run_id = %s", (night_2["dag_run_id"],))[
         0

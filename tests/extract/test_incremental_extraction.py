@@ -216,9 +216,10 @@ def test_full_refresh_after_increments_reloads_the_same_rows(source, use_warehou
 def test_a_load_killed_mid_copy_changes_nothing_and_its_rerun_loads_once(source, use_warehouse):
     warehouse = use_warehouse("warehouse_killed")
     load("night_1", NIGHTS[0])
-    with psycopg.connect(source) as blocker:
-        # Hold the source's order lines so the night-2 copy stops inside its transaction.
-        blocker.execute("lock table public.order_line in access exclusive mode")
+    with psycopg.connect(warehouse) as blocker:
+        # Hold the staged order lines (reads allowed) so the night-2 load stops inside its transaction,
+        # after its rows streamed into the warehouse and before they replace the staged ones.
+        blocker.execute("lock table staging.order_line in exclusive mode")
         extraction = subprocess.Popen(
             [
                 sys.executable,
@@ -237,12 +238,12 @@ def test_a_load_killed_mid_copy_changes_nothing_and_its_rerun_loads_once(source,
         try:
             deadline = time.monotonic() + 120
             while not query_one(
-                source,
+                warehouse,
                 "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query ilike %s",
-                ("%copy%order_line%",),
+                ("%delete from%staging%order_line%pacbook_incoming%",),
             )[0]:
                 assert extraction.poll() is None, "the extraction ended before it reached the copy"
-                assert time.monotonic() < deadline, "the extraction never reached the order lines' copy"
+                assert time.monotonic() < deadline, "the extraction never got past the order lines' stream"
                 time.sleep(0.2)
         finally:
             os.killpg(extraction.pid, signal.SIGKILL)
