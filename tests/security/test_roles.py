@@ -112,6 +112,27 @@ def test_bi_reader_cannot_change_marts(secured):
     denial(bi_reader, "create table marts.bi_table (id int)")
 
 
+# --- pii_reader
+
+
+@pytest.mark.parametrize("schema", ["staging", "marts", "audit", "quarantine"])
+def test_pii_reader_reads_nothing_outside_dwh(secured, schema):
+    """Staging and quarantine hold personal data in plain text: decrypting dwh is pii_reader's only way to it."""
+    pii_reader = secured.warehouse_as(secured.roles.pii_reader)
+    tables = relations(secured.admin_warehouse, schema)
+    assert tables, f"schema {schema} is empty: nothing would be proven"
+    for table in tables:
+        denial(pii_reader, f"select * from {qualified(schema, table)} limit 1")
+
+
+def test_pii_reader_cannot_change_dwh(secured):
+    pii_reader = secured.warehouse_as(secured.roles.pii_reader)
+    assert run_as(pii_reader, "select count(*) from dwh.dim_customer")[0][0] > 0
+    denial(pii_reader, "update dwh.dim_customer set is_current = false", read_write=True)
+    denial(pii_reader, "delete from dwh.fct_sales", read_write=True)
+    denial(pii_reader, "create table dwh.pii_copy (id int)", read_write=True)
+
+
 # --- loader
 
 
