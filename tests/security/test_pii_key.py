@@ -57,7 +57,8 @@ def test_session_env_keeps_options_already_given():
 
 
 def test_cosmos_gives_dbt_the_key_in_its_environment_not_in_its_profile(monkeypatch):
-    """What Cosmos hands to dbt in a task: the rendered profile holds no key, the environment does."""
+    """What Cosmos hands to dbt in a task: the rendered profile holds neither the key nor the password;
+    the environment does."""
     import airflow  # noqa: F401 - first, before cosmos (PITFALLS.md #13)
 
     from include.pacbook import dbt_groups
@@ -66,7 +67,9 @@ def test_cosmos_gives_dbt_the_key_in_its_environment_not_in_its_profile(monkeypa
     monkeypatch.setenv(KEY_VARIABLE, json.dumps({"conn_type": "generic", "password": KEY}))
     monkeypatch.delenv("PGOPTIONS", raising=False)
     mapping = dbt_groups.dbt_profile().profile_mapping
-    assert KEY not in yaml.safe_dump(mapping.profile)
+    rendered = yaml.safe_dump(mapping.profile)
+    assert KEY not in rendered and "secret-pw" not in rendered, rendered
+    assert "db.example" in rendered and "transformer" in rendered  # the profile is the one for this connection
     assert mapping.env_vars["PGOPTIONS"] == f"-c jit=off -c pacbook.pii_key={KEY}"
 
 
