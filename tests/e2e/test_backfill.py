@@ -35,7 +35,16 @@ pytestmark = pytest.mark.e2e
 WHOLE_PROJECT = {"dbt_select": "fqn:*"}
 # When a row was loaded or built, and encrypted personal data (a fresh ciphertext on every build),
 # differ between two loads of the same data; everything else must be equal.
-NOT_COMPARED = {"_pacbook_loaded_at", "loaded_at", "built_at", "run_id", "ingested_at", "quarantined_at"}
+NOT_COMPARED = {
+    "_pacbook_loaded_at",
+    "loaded_at",
+    "status_loaded_at",
+    "sales_loaded_at",
+    "built_at",
+    "run_id",
+    "ingested_at",
+    "quarantined_at",
+}
 
 
 def warehouse_content(uri: str, leave_out: frozenset[str] = frozenset()) -> dict[str, tuple[int, str]]:
@@ -71,6 +80,8 @@ def warehouse_content(uri: str, leave_out: frozenset[str] = frozenset()) -> dict
 # versioned dimensions, the version keys, and the shipping cost of the version an order was sold
 # with (a clean run charges every order the latest price) with the margins computed from it.
 VERSIONED_DIMENSIONS = {"dwh.dim_customer", "dwh.dim_shipping_method"}
+# One forecast per run date, kept: a history of runs, not a function of the source.
+RUN_HISTORY_TABLES = {"marts.sales_forecast", "marts.sales_forecast_backtest"}
 VERSION_DEPENDENT_COLUMNS = frozenset(
     {
         "customer_key",
@@ -105,10 +116,13 @@ def assert_same_as_a_clean_run(airflow, postgres, warehouse: str) -> None:
     ours = warehouse_content(warehouse, VERSION_DEPENDENT_COLUMNS)
     theirs = warehouse_content(clean, VERSION_DEPENDENT_COLUMNS)
     compared = {f"staging.{table}" for table in config.SOURCE_TABLES} | {
-        name for name in theirs if name.startswith(("dwh.", "marts.")) and name not in VERSIONED_DIMENSIONS
+        name
+        for name in theirs
+        if name.startswith(("dwh.", "marts.")) and name not in VERSIONED_DIMENSIONS | RUN_HISTORY_TABLES
     }
     assert {"dwh.fct_order_fulfilment", "dwh.fct_customer_monthly", "marts.profitability"} <= compared
-    assert {name: ours.get(name) for name in sorted(compared)} == {name: theirs[name] for name in sorted(compared)}
+    differing = {name: (ours.get(name), theirs[name]) for name in sorted(compared) if ours.get(name) != theirs[name]}
+    assert not differing, f"(rows, digest) here and in the clean run: {differing}"
 
 
 @pytest.fixture
@@ -188,7 +202,9 @@ def test_three_nights_backfilled_out_of_order_then_one_again_leave_the_same_ware
     # The snapshots keep their versions through a full refresh: every model rebuilt from them and from
     # staging is what the increments had built, versions and their keys included.
     refreshed_content = warehouse_content(warehouse)
-    rebuilt = {name for name in after_backwards if name.startswith(("dwh.", "marts."))}
+    rebuilt = {
+        name for name in after_backwards if name.startswith(("dwh.", "marts.")) and name not in RUN_HISTORY_TABLES
+    }
     assert {"dwh.fct_customer_monthly", "dwh.dim_customer", "marts.profitability"} <= rebuilt
     assert {name: refreshed_content.get(name) for name in sorted(rebuilt)} == {
         name: after_backwards[name] for name in sorted(rebuilt)
