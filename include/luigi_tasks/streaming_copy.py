@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from include.pacbook.source_session import connect_source
 from include.pacbook.warehouse import connect, track_staging_changes
 
 log = logging.getLogger("pacbook.extract")
@@ -138,8 +139,7 @@ class LoadWindow:
 def check_table_copyable(source_uri: str, warehouse_uri: str, table: str) -> int:
     """What a copy would meet, without copying: the source table exists and staging can take it.
     Returns the source's row count; raises the same errors a copy would."""
-    with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
-        source.read_only = True
+    with connect_source(source_uri) as source, connect(warehouse_uri) as warehouse:
         columns = source_columns(source, table)
         if not columns:
             raise SourceTableMissingError(f"source table public.{table} does not exist")
@@ -164,8 +164,7 @@ def copy_table_to_staging(
     """
     started_at = dt.datetime.now(dt.UTC)
     growing = GROWING_TABLES.get(table)
-    with connect(source_uri) as source, connect(warehouse_uri) as warehouse:
-        source.read_only = True
+    with connect_source(source_uri) as source, connect(warehouse_uri) as warehouse:
         columns = source_columns(source, table)
         if not columns:
             raise SourceTableMissingError(f"source table public.{table} does not exist")

@@ -22,6 +22,9 @@ SOURCE_CONN_ID = "pacbook_source"
 WAREHOUSE_CONN_ID = "pacbook_warehouse"
 # The key that encrypts personal columns in dwh is this connection's password (docs/security.md#the-key).
 PII_KEY_CONN_ID = "pacbook_pii_key"
+# The read-only role on the source (docs/security.md): the pipeline reads the source as this role
+# whenever its login may take it (include/pacbook/source_session.py).
+SOURCE_READ_ROLE = "pacbook_extractor"
 
 DAG_ID = "pacbook_warehouse"
 DBT_PROJECT_NAME = "pacbook"

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from include.pacbook.config import DBT_SESSION_SETTINGS, SOURCE_TABLES
+from include.pacbook.config import DBT_SESSION_SETTINGS, SOURCE_READ_ROLE, SOURCE_TABLES
 from include.pacbook.warehouse import WAREHOUSE_SCHEMAS
 
 log = logging.getLogger("pacbook.privileges")
@@ -46,7 +46,7 @@ MIN_PII_KEY_LENGTH = 16
 class Roles:
     """The roles' names; tests use their own so that they never touch the real ones."""
 
-    extractor: str = "pacbook_extractor"
+    extractor: str = SOURCE_READ_ROLE
     loader: str = "pacbook_loader"
     transformer: str = "pacbook_transformer"
     bi_reader: str = "bi_reader"

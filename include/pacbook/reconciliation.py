@@ -16,6 +16,7 @@ from decimal import Decimal
 from psycopg import sql
 
 from include.pacbook import warehouse
+from include.pacbook.source_session import connect_source
 
 log = logging.getLogger("pacbook.reconciliation")
 
@@ -128,8 +129,7 @@ def compare(
     }
     naive = {name: (a.replace(tzinfo=None), b.replace(tzinfo=None)) for name, (a, b) in windows.items()}
     comparisons = []
-    with warehouse.connect(source_uri) as source, warehouse.connect(warehouse_uri) as dwh:
-        source.read_only = True
+    with connect_source(source_uri) as source, warehouse.connect(warehouse_uri) as dwh:
         quarantined_lines = _quarantine_rows(dwh, _QUARANTINED_LINES, run_id, "order_line")
         quarantined_orders = [row[0] for row in _quarantine_rows(dwh, _QUARANTINED_ORDERS, run_id, "cust_order")]
         order_dates = dict(

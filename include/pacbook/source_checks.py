@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from include.pacbook.warehouse import connect
+from include.pacbook.source_session import connect_source
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,7 @@ def check_source_ready(uri: str, interval_end: dt.datetime) -> SourceReadiness:
     transaction of the night may still be open before that). Returns why not, for the sensor's log.
     """
     try:
-        with connect(uri) as conn:
-            conn.read_only = True
+        with connect_source(uri) as conn:
             has_table = conn.execute("select to_regclass('public.cust_order') is not null").fetchone()[0]
             if not has_table:
                 return SourceReadiness(False, "source has no table public.cust_order yet")

@@ -9,6 +9,7 @@ from psycopg import sql
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config
 from include.pacbook.privileges import apply_privileges
+from include.pacbook.source_session import connect_source
 from tests.security.conftest import pipeline_connections, role_uri
 
 
@@ -82,6 +83,30 @@ def test_extractor_reads_no_other_table_of_the_source(secured):
     with psycopg.connect(secured.admin_source, autocommit=True) as conn:
         conn.execute("create table if not exists public.payroll (employee text, salary numeric)")
     denial(secured.source_as(secured.roles.extractor), "select * from public.payroll")
+
+
+def test_an_administrators_source_login_still_reads_as_the_extractor(postgres, secured, monkeypatch):
+    """Given an administrator's login to the source (as `make run` has), the pipeline reads it as the
+    extraction role: a table the role may not read stops the extraction, naming the table."""
+    monkeypatch.setattr(config, "SOURCE_READ_ROLE", secured.roles.extractor)
+    with psycopg.connect(secured.admin_source, autocommit=True) as conn:
+        conn.execute("create table if not exists public.payroll (employee text, salary numeric)")
+    with connect_source(secured.admin_source) as session:
+        assert session.execute("select current_user").fetchone()[0] == secured.roles.extractor
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            session.execute("select * from public.payroll")
+    warehouse = postgres.fresh_database("warehouse_admin_source")
+    secured.databases.append(warehouse)
+    extractor = sql.Identifier(secured.roles.extractor)
+    with psycopg.connect(secured.admin_source, autocommit=True) as conn:
+        conn.execute(sql.SQL("revoke select on public.author from {}").format(extractor))
+    try:
+        with pipeline_connections(secured.admin_source, warehouse), pytest.raises(Exception) as failure:
+            extract_source("security_admin_source")
+        assert "permission denied for table author" in str(failure.value), str(failure.value)
+    finally:
+        with psycopg.connect(secured.admin_source, autocommit=True) as conn:
+            conn.execute(sql.SQL("grant select on public.author to {}").format(extractor))
 
 
 # --- bi_reader
