@@ -1,3 +1,18 @@
+{#- the measures of a group of lines, at every grain -#}
+{%- set line_measures -%}
+count(*) as books_sold,
+        sum(revenue) as revenue,
+        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
+        count(*) filter (where is_cost_from_publisher_file) as books_sold_with_file_cost,
+        sum(shipping_cost) as shipping_cost
+{%- endset -%}
+{#- the grains an order belongs to whole: (grain, member id, member name) -#}
+{%- set order_grains = [
+    ('customer_segment', 'rfm_segment', 'rfm_segment'),
+    ('shipping_method', 'method_id', 'method_name'),
+    ('country', 'country_group_id', 'country_name'),
+] -%}
+
 with
 
 sales as (
@@ -130,11 +145,7 @@ book_totals as (
         book_id::text as member_id,
         max(title) as member,
         count(distinct order_id) as orders,
-        count(*) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        count(*) filter (where is_cost_from_publisher_file) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
+        {{ line_measures }}
 
     from line_costs
     group by book_id
@@ -148,11 +159,7 @@ publisher_totals as (
         publisher_id::text as member_id,
         max(publisher_name) as member,
         count(distinct order_id) as orders,
-        count(*) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        count(*) filter (where is_cost_from_publisher_file) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
+        {{ line_measures }}
 
     from line_costs
     group by publisher_id
@@ -168,11 +175,7 @@ order_totals as (
         country_group_id,
         max(method_name) as method_name,
         max(country_name) as country_name,
-        count(*) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        count(*) filter (where is_cost_from_publisher_file) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
+        {{ line_measures }}
 
     from line_costs
     group by order_id, rfm_segment, method_id, country_group_id
@@ -180,53 +183,24 @@ order_totals as (
 ),
 
 order_member_totals as (
+    {% for grain, member_id, member_name in order_grains %}
+        select
+            '{{ grain }}' as grain,
+            {{ member_id }}::text as member_id,
+            max({{ member_name }}) as member,
+            count(*) as orders,
+            sum(books_sold) as books_sold,
+            sum(revenue) as revenue,
+            sum(estimated_cost_of_goods) as estimated_cost_of_goods,
+            sum(books_sold_with_file_cost) as books_sold_with_file_cost,
+            sum(shipping_cost) as shipping_cost
 
-    select
-        'customer_segment' as grain,
-        rfm_segment as member_id,
-        max(rfm_segment) as member,
-        count(*) as orders,
-        sum(books_sold) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        sum(books_sold_with_file_cost) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
-
-    from order_totals
-    group by rfm_segment
-
-    union all
-
-    select
-        'shipping_method' as grain,
-        method_id::text as member_id,
-        max(method_name) as member,
-        count(*) as orders,
-        sum(books_sold) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        sum(books_sold_with_file_cost) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
-
-    from order_totals
-    group by method_id
-
-    union all
-
-    select
-        'country' as grain,
-        country_group_id::text as member_id,
-        max(country_name) as member,
-        count(*) as orders,
-        sum(books_sold) as books_sold,
-        sum(revenue) as revenue,
-        sum(estimated_cost_of_goods) as estimated_cost_of_goods,
-        sum(books_sold_with_file_cost) as books_sold_with_file_cost,
-        sum(shipping_cost) as shipping_cost
-
-    from order_totals
-    group by country_group_id
-
+        from order_totals
+        group by {{ member_id }}
+        {% if not loop.last %}
+            union all
+        {% endif %}
+    {%- endfor %}
 ),
 
 totals as (
