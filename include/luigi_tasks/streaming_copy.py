@@ -370,12 +370,7 @@ def _load_growing_table(
 def _ensure_loaded_at_column(warehouse, table: str) -> None:
     """Every row of a growing table carries when it reached staging (the load's transaction time).
     Altered only when missing: `alter table` locks out the table's readers until the load commits."""
-    found = warehouse.execute(
-        "select 1 from information_schema.columns where table_schema = 'staging' and table_name = %s "
-        "and column_name = %s",
-        (table, LOADED_AT_COLUMN),
-    ).fetchone()
-    if not found:
+    if LOADED_AT_COLUMN not in {column.name for column in _staging_columns(warehouse, table)}:
         warehouse.execute(
             sql.SQL("alter table {} add column {} timestamptz not null default now()").format(
                 sql.Identifier("staging", table), sql.Identifier(LOADED_AT_COLUMN)
