@@ -19,6 +19,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 from include.luigi_tasks.streaming_copy import LoadWindow, check_table_copyable, copy_table_to_staging
 from include.pacbook import config, validation, warehouse
+from include.pacbook.session_roles import LOADING, warehouse_uri_for
 
 log = logging.getLogger("pacbook.extract")
 
@@ -31,7 +32,7 @@ class StagingLoadTarget(luigi.Target):
         self.table = table
 
     def exists(self) -> bool:
-        return warehouse.load_is_recorded(config.warehouse_uri(), self.run_id, self.table)
+        return warehouse.load_is_recorded(warehouse_uri_for(LOADING), self.run_id, self.table)
 
 
 class ExtractSourceTable(luigi.Task):
@@ -46,7 +47,7 @@ class ExtractSourceTable(luigi.Task):
         return StagingLoadTarget(self.run_id, self.table)
 
     def run(self) -> None:
-        warehouse_uri = config.warehouse_uri()
+        warehouse_uri = warehouse_uri_for(LOADING)
         window = None
         if self.interval_start:
             window = LoadWindow(
@@ -93,7 +94,7 @@ class StagingValidatedTarget(luigi.Target):
         self.run_id = run_id
 
     def exists(self) -> bool:
-        return validation.is_validated(config.warehouse_uri(), self.run_id)
+        return validation.is_validated(warehouse_uri_for(LOADING), self.run_id)
 
 
 class ValidateStaging(luigi.Task):
@@ -121,7 +122,7 @@ class ValidateStaging(luigi.Task):
 
     def run(self) -> None:
         as_of = dt.datetime.fromisoformat(self.as_of)
-        validation.quarantine_bad_rows(config.warehouse_uri(), self.run_id, as_of, tuple(self.tables))
+        validation.quarantine_bad_rows(warehouse_uri_for(LOADING), self.run_id, as_of, tuple(self.tables))
 
 
 class ExtractionFailedError(RuntimeError):
@@ -179,7 +180,7 @@ def _extract_source(
     """``luigi.build`` returns True even when tasks failed, so success is read from the detailed
     summary's status, and a failure raises with the tables' names and reasons.
     """
-    warehouse_uri = config.warehouse_uri()
+    warehouse_uri = warehouse_uri_for(LOADING)
     warehouse.ensure_schemas(warehouse_uri)
     if full_refresh:
         warehouse.forget_loads(warehouse_uri, run_id)
@@ -238,7 +239,7 @@ def loaded_rows(warehouse_uri: str, run_id: str) -> dict[str, int]:
 
 def check_extraction(tables: tuple[str, ...] = config.SOURCE_TABLES) -> dict[str, int]:
     """A dry run of the extraction: every table checked, nothing copied; fails naming every problem."""
-    source_uri, warehouse_uri = config.source_uri(), config.warehouse_uri()
+    source_uri, warehouse_uri = config.source_uri(), warehouse_uri_for(LOADING)
     counts, problems = {}, {}
     for table in tables:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from include.pacbook.source_session import connect_source
+from include.pacbook.session_roles import connect_source
 from include.pacbook.warehouse import connect, track_staging_changes
 
 log = logging.getLogger("pacbook.extract")

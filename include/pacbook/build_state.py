@@ -239,6 +239,7 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
     """Before a Cosmos dbt task (``pre_execute``): when its node is up to date, the task does not run dbt
     and ends successfully, so the nodes after it run as usual (as Cosmos does for an unchanged seed: a
     skipped task would skip everything downstream); otherwise logs why the node is rebuilt."""
+    from include.pacbook.session_roles import TRANSFORMING, warehouse_uri_for
     from include.pacbook.warehouse import connect
 
     task = context["task"]
@@ -247,7 +248,7 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
     if uid not in nodes:
         return  # a test or a node the manifest does not know: built as Cosmos renders it
     node = nodes[uid]
-    with connect(config.warehouse_uri()) as conn:
+    with connect(warehouse_uri_for(TRANSFORMING)) as conn:
         state = read_state(conn, [node])
     decision = decide(node, state, full_refresh=bool(context["params"].get("full_refresh")))
     if decision.rebuild:
@@ -268,6 +269,7 @@ def skip_cosmos_build_when_up_to_date(context) -> None:
 def record_cosmos_build(context, result=None) -> None:
     """After a Cosmos dbt task succeeded (``post_execute``): its node and tests passed, so the node is
     recorded as built when the task started."""
+    from include.pacbook.session_roles import TRANSFORMING, warehouse_uri_for
     from include.pacbook.warehouse import connect
 
     uid = _cosmos_node(context)
@@ -275,5 +277,5 @@ def record_cosmos_build(context, result=None) -> None:
     nodes = manifest_nodes()
     if uid not in nodes or started_at is None:
         return
-    with connect(config.warehouse_uri()) as conn:
+    with connect(warehouse_uri_for(TRANSFORMING)) as conn:
         _upsert(conn, [(uid, nodes[uid].fingerprint)], context["run_id"], started_at)

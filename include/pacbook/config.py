@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,9 +22,12 @@ SOURCE_CONN_ID = "pacbook_source"
 WAREHOUSE_CONN_ID = "pacbook_warehouse"
 # The key that encrypts personal columns in dwh is this connection's password (docs/security.md#the-key).
 PII_KEY_CONN_ID = "pacbook_pii_key"
-# The read-only role on the source (docs/security.md): the pipeline reads the source as this role
-# whenever its login may take it (include/pacbook/source_session.py).
+# The roles the parts of the pipeline work as (docs/security.md): whenever the connection's login may
+# take them, each part's sessions start as its role (include/pacbook/session_roles.py).
 SOURCE_READ_ROLE = "pacbook_extractor"
+WAREHOUSE_LOAD_ROLE = "pacbook_loader"
+WAREHOUSE_TRANSFORM_ROLE = "pacbook_transformer"
+MARTS_READ_ROLE = "bi_reader"
 
 DAG_ID = "pacbook_warehouse"
 DBT_PROJECT_NAME = "pacbook"
@@ -212,6 +215,11 @@ def connection_parts(uri: str) -> ConnectionParts:
         password=unquote(parts.password or ""),
         dbname=unquote(parts.path.lstrip("/")),
     )
+
+
+def connection_options(uri: str) -> str:
+    """The libpq ``options`` of a URI (session settings such as the role it starts as), or ''."""
+    return " ".join(value for key, value in parse_qsl(urlsplit(uri).query) if key == "options")
 
 
 def redact(uri: str) -> str:

@@ -28,7 +28,7 @@ def dbt_env(warehouse_uri: str) -> dict[str, str]:
     return {
         **os.environ,
         **config.dbt_cli_env(warehouse_uri),
-        **dbt_session_env(config.pii_encryption_key()),
+        **dbt_session_env(config.pii_encryption_key(), config.connection_options(warehouse_uri)),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     }
 

@@ -102,9 +102,12 @@ class WarehouseProfileWithPiiKey(PostgresUserPasswordProfileMapping):
 
     @property
     def env_vars(self) -> dict[str, str]:
-        from include.pacbook.privileges import dbt_session_env  # psycopg: not needed to parse the DAG
+        # psycopg: not needed to parse the DAG
+        from include.pacbook.privileges import dbt_session_env
+        from include.pacbook.session_roles import TRANSFORMING, warehouse_uri_for
 
-        return {**super().env_vars, **dbt_session_env(config.pii_encryption_key())}
+        options = config.connection_options(warehouse_uri_for(TRANSFORMING))  # dbt works as the transformer
+        return {**super().env_vars, **dbt_session_env(config.pii_encryption_key(), options)}
 
 
 def dbt_profile() -> ProfileConfig:

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 
 from include.pacbook import config
+from include.pacbook.session_roles import LOADING, READING_THE_MARTS, TRANSFORMING, warehouse_uri_for
 
 log = logging.getLogger("pacbook.pipeline")
 
@@ -13,7 +14,7 @@ log = logging.getLogger("pacbook.pipeline")
 def start_run(dag_id: str, run_id: str, run_type: str | None, interval_start, interval_end) -> None:
     from include.pacbook.pipeline_audit import run_started
 
-    run_started(config.warehouse_uri(), dag_id, run_id, run_type, interval_start, interval_end)
+    run_started(warehouse_uri_for(LOADING), dag_id, run_id, run_type, interval_start, interval_end)
 
 
 class SourceNotReadyError(RuntimeError):
@@ -48,7 +49,7 @@ def wait_for_warehouse(dag_id: str, run_id: str, first_poke_at, poke_seconds: in
     """One poke of the warehouse gate: take the warehouse unless another running run writes it."""
     from include.pacbook.pipeline_audit import take_warehouse
 
-    holder = take_warehouse(config.warehouse_uri(), dag_id, run_id)
+    holder = take_warehouse(warehouse_uri_for(LOADING), dag_id, run_id)
     if holder is None:
         log.info("warehouse_free: run %s now holds the warehouse", run_id)
         return True
@@ -76,7 +77,7 @@ def extract_source_to_staging(
 def landing_files_waiting() -> bool:
     from include.pacbook.landing_zone import pending_landing_files
 
-    pending = pending_landing_files(config.warehouse_uri())
+    pending = pending_landing_files(warehouse_uri_for(LOADING))
     log.info("landing_files: %d pending: %s", len(pending), ", ".join(p.name for p in pending) or "none")
     return bool(pending)
 
@@ -84,14 +85,14 @@ def landing_files_waiting() -> bool:
 def ingest_landing_files(run_id: str) -> dict:
     from include.luigi_tasks.landing_zone import ingest_landing_zone
 
-    return ingest_landing_zone(config.warehouse_uri(), run_id)
+    return ingest_landing_zone(warehouse_uri_for(LOADING), run_id)
 
 
 def forecast_sales(run_date) -> dict[str, float | None]:
     """Writes the 6-month forecast and its backtest; returns the backtest MAPE per measure and method."""
     from include.pacbook.forecast import write_sales_forecast
 
-    result = write_sales_forecast(config.warehouse_uri(), run_date)
+    result = write_sales_forecast(warehouse_uri_for(TRANSFORMING), run_date)
     # NaN is not JSON: a month without sales has no percentage error.
     return {
         f"{r.measure}/{r.method}": (None if r.mape != r.mape else round(float(r.mape), 4))
@@ -103,14 +104,14 @@ def export_marts(run_id: str, run_date) -> dict[str, int]:
     """The analysts' copy of every mart: Parquet files and one DuckDB file, swapped in atomically."""
     from include.pacbook.exports import export_marts as export
 
-    return export(config.warehouse_uri(), config.exports_dir(), run_id=run_id, run_date=run_date)
+    return export(warehouse_uri_for(READING_THE_MARTS), config.exports_dir(), run_id=run_id, run_date=run_date)
 
 
 def write_reports(run_id: str, report_date) -> dict[str, str]:
     """The daily report of the run's day, and the month-end report when that day ends a month."""
     from include.pacbook.reports import write_reports as write
 
-    written = write(config.warehouse_uri(), report_date, config.reports_dir(), run_id=run_id)
+    written = write(warehouse_uri_for(TRANSFORMING), report_date, config.reports_dir(), run_id=run_id)
     return {name: str(path) for name, path in written.items()}
 
 
@@ -118,13 +119,13 @@ def publish_dbt_docs() -> str:
     """dbt's static documentation site, next to the reports (openable without a server)."""
     from include.pacbook.reports import publish_dbt_docs as publish
 
-    return str(publish(config.warehouse_uri(), config.reports_dir()))
+    return str(publish(warehouse_uri_for(TRANSFORMING), config.reports_dir()))
 
 
 def finish_run(dag_id: str, run_id: str) -> dict[str, dict[str, int]]:
     from include.pacbook.pipeline_audit import run_succeeded
 
-    return run_succeeded(config.warehouse_uri(), dag_id, run_id)
+    return run_succeeded(warehouse_uri_for(LOADING), dag_id, run_id)
 
 
 def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
@@ -132,7 +133,7 @@ def check_extraction_only(dag_id: str, run_id: str) -> dict[str, int]:
     from include.pacbook.pipeline_audit import run_succeeded
 
     counts = check_extraction()
-    run_succeeded(config.warehouse_uri(), dag_id, run_id)
+    run_succeeded(warehouse_uri_for(LOADING), dag_id, run_id)
     return counts
 
 
@@ -142,7 +143,7 @@ def reconcile_with_source(run_id: str, interval_start, interval_end, selected_re
     from include.pacbook.dbt_cli import nodes_behind_staging
     from include.pacbook.reconciliation import reconcile
 
-    if selected_rebuild and (behind := nodes_behind_staging(config.warehouse_uri())):
+    if selected_rebuild and (behind := nodes_behind_staging(warehouse_uri_for(TRANSFORMING))):
         # The selection rebuilt part of the model on purpose: the rest lags tonight's copy, so a
         # difference would be the selection's doing, not a lost row.
         shown = "; ".join(f"{name}: {reason}" for name, reason in list(behind.items())[:5])
@@ -151,7 +152,7 @@ def reconcile_with_source(run_id: str, interval_start, interval_end, selected_re
         )
         log.warning("reconcile: not compared, %s", why)
         return {"not compared": why}
-    comparisons = reconcile(config.source_uri(), config.warehouse_uri(), run_id, interval_start, interval_end)
+    comparisons = reconcile(config.source_uri(), warehouse_uri_for(TRANSFORMING), run_id, interval_start, interval_end)
     return {f"{c.measure} [{c.window}]": str(c.source) for c in comparisons}
 
 
@@ -164,6 +165,6 @@ def build_selected_models(selector: str, full_refresh: bool, snapshot_at: str, r
         selector,
         *(["--full-refresh"] if full_refresh else []),
         snapshot_at=snapshot_at,
-        warehouse_uri=config.warehouse_uri(),
+        warehouse_uri=warehouse_uri_for(TRANSFORMING),
         record_as_run=run_id,
     )

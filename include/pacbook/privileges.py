@@ -25,7 +25,14 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from include.pacbook.config import DBT_SESSION_SETTINGS, SOURCE_READ_ROLE, SOURCE_TABLES
+from include.pacbook.config import (
+    DBT_SESSION_SETTINGS,
+    MARTS_READ_ROLE,
+    SOURCE_READ_ROLE,
+    SOURCE_TABLES,
+    WAREHOUSE_LOAD_ROLE,
+    WAREHOUSE_TRANSFORM_ROLE,
+)
 from include.pacbook.warehouse import WAREHOUSE_SCHEMAS
 
 log = logging.getLogger("pacbook.privileges")
@@ -47,9 +54,9 @@ class Roles:
     """The roles' names; tests use their own so that they never touch the real ones."""
 
     extractor: str = SOURCE_READ_ROLE
-    loader: str = "pacbook_loader"
-    transformer: str = "pacbook_transformer"
-    bi_reader: str = "bi_reader"
+    loader: str = WAREHOUSE_LOAD_ROLE
+    transformer: str = WAREHOUSE_TRANSFORM_ROLE
+    bi_reader: str = MARTS_READ_ROLE
     pii_reader: str = "pii_reader"
 
     def warehouse_roles(self) -> tuple[str, ...]:
@@ -79,13 +86,14 @@ def pii_key_options(key: str, previous_key: str | None = None) -> str:
     return " ".join(f"-c {name}={_escape_option(value)}" for name, value in settings)
 
 
-def dbt_session_env(key: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def dbt_session_env(key: str, connection_options: str = "", environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The environment that gives every session a libpq client (dbt) opens the project's session
-    settings (``config.DBT_SESSION_SETTINGS``) and the PII key: PGOPTIONS, after any options already
-    given there. Only the environment carries the key, so no profile, SQL text or dbt artefact does."""
+    settings (``config.DBT_SESSION_SETTINGS``), the connection's own options (the role it starts as,
+    session_roles.py) and the PII key: PGOPTIONS, after any options already given there. Only the
+    environment carries the key, so no profile, SQL text or dbt artefact does."""
     given = environ.get("PGOPTIONS", "").strip()
     settings = " ".join(f"-c {name}={_escape_option(value)}" for name, value in DBT_SESSION_SETTINGS.items())
-    return {"PGOPTIONS": f"{given} {settings} {pii_key_options(key)}".strip()}
+    return {"PGOPTIONS": " ".join(filter(None, (given, settings, connection_options, pii_key_options(key))))}
 
 
 def new_pii_key() -> str:
@@ -174,6 +182,7 @@ def apply_warehouse_privileges(
             _lock_down_database(conn, roles)
             for schema in WAREHOUSE_SCHEMAS:
                 conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+            _hand_over(conn, roles)
             _grant_loader(conn, roles)
             _grant_transformer(conn, roles)
             _grant_readers(conn, roles)
@@ -219,8 +228,9 @@ def _lock_down_database(conn: psycopg.Connection, roles: Roles) -> None:
     conn.execute(sql.SQL("revoke create on schema public from public"))
     for role in roles.warehouse_roles():
         conn.execute(sql.SQL("grant connect on database {} to {}").format(database, sql.Identifier(role)))
-    # dbt's snapshots and incremental models stage rows in temporary tables.
-    conn.execute(sql.SQL("grant temporary on database {} to {}").format(database, sql.Identifier(roles.transformer)))
+    # dbt's snapshots and incremental models, and the extraction's increments, stage rows in temporary tables.
+    for role in (roles.loader, roles.transformer):
+        conn.execute(sql.SQL("grant temporary on database {} to {}").format(database, sql.Identifier(role)))
 
 
 def _grant_on_schema(
@@ -274,6 +284,59 @@ def _grant_on_schema(
             )
 
 
+# Which role owns, and so may rebuild, what the pipeline keeps in each schema: (schema, kinds, role
+# field). In staging the loader's copies are tables, dbt's models views.
+OWNERS = (
+    ("staging", "r p", "loader"),
+    ("staging", "v m", "transformer"),
+    ("audit", "r p v m f", "loader"),
+    ("quarantine", "r p v m f", "loader"),
+    ("dwh", "r p v m f", "transformer"),
+    ("marts", "r p v m f", "transformer"),
+)
+_ALTER_OWNER = {"r": "table", "p": "table", "f": "foreign table", "v": "view", "m": "materialized view"}
+
+
+def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
+    """What the administrator's own login built (a warehouse the pipeline wrote before it worked as
+    its roles: `make run` before them, an upgrade) goes to the role that rebuilds it, with the audit
+    functions the loader's DDL replaces. Only the administrator's objects: another login's are left
+    and named, since only their owner or a superuser may give them away."""
+    admin = conn.info.user
+    moved = 0
+    for schema, kinds, field in OWNERS:
+        owner = sql.Identifier(getattr(roles, field))
+        found = conn.execute(
+            """
+            select c.relname, c.relkind, pg_get_userbyid(c.relowner)
+            from pg_class as c
+            where c.relnamespace = %s::regnamespace and c.relkind::text = any(%s)
+              and pg_get_userbyid(c.relowner) not in (%s, %s, %s)
+            order by c.relname
+            """,
+            (schema, kinds.split(), getattr(roles, field), roles.loader, roles.transformer),
+        ).fetchall()
+        for relation, kind, current in found:
+            if current != admin:
+                log.warning("privileges: %s.%s belongs to %s, not handed to %s", schema, relation, current, owner)
+                continue
+            conn.execute(
+                sql.SQL("alter {} {} owner to {}").format(
+                    sql.SQL(_ALTER_OWNER[kind]), sql.Identifier(schema, relation), owner
+                )
+            )
+            moved += 1
+    functions = conn.execute(
+        "select p.oid::regprocedure::text from pg_proc as p where p.pronamespace = 'audit'::regnamespace "
+        "and pg_get_userbyid(p.proowner) = %s",
+        (admin,),
+    ).fetchall()
+    for (function,) in functions:
+        conn.execute(sql.SQL("alter function {} owner to {}").format(sql.SQL(function), sql.Identifier(roles.loader)))
+    if moved or functions:
+        log.info("privileges: %d relations and %d audit functions handed to their roles", moved, len(functions))
+
+
 def _grant_loader(conn: psycopg.Connection, roles: Roles) -> None:
     """The extraction and landing-zone tasks: create, fill and empty staging, audit and quarantine tables."""
     for schema in ("staging", "audit", "quarantine"):
@@ -288,6 +351,8 @@ def _grant_transformer(conn: psycopg.Connection, roles: Roles) -> None:
     for schema in ("dwh", "marts"):
         _grant_on_schema(conn, schema, roles.transformer, TABLE_WRITES, creators=(), create=True)
     _grant_on_schema(conn, "audit", roles.transformer, ("select",), creators=(roles.loader,))
+    # The reconciliation and the reports count the rows kept out of the model.
+    _grant_on_schema(conn, "quarantine", roles.transformer, ("select",), creators=(roles.loader,))
 
 
 def _grant_readers(conn: psycopg.Connection, roles: Roles) -> None:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from psycopg import sql
 
 from include.pacbook import warehouse
-from include.pacbook.source_session import connect_source
+from include.pacbook.session_roles import connect_source
 
 log = logging.getLogger("pacbook.reconciliation")
 

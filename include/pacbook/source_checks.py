@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from include.pacbook.source_session import connect_source
+from include.pacbook.session_roles import connect_source
 
 
 @dataclass(frozen=True)

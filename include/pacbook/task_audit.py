@@ -28,6 +28,7 @@ from typing import Any
 
 from include.pacbook import config, warehouse
 from include.pacbook.notifications import cause_of
+from include.pacbook.session_roles import LOADING, warehouse_uri_for
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class TaskOutcome:
 def record_task_outcome(outcome: TaskOutcome, uri: str | None = None) -> bool:
     """Writes (or replaces) the try's row in ``audit.task_run``; True when written. Never raises."""
     try:
-        uri = uri or config.warehouse_uri()
+        uri = uri or warehouse_uri_for(LOADING)
         ensure_task_run_table(uri)
         with warehouse.connect(uri, autocommit=True) as conn:
             conn.execute(
@@ -185,6 +186,6 @@ def record_from_task_instance(task_instance: Any, default_state: str, error: Bas
         if record_task_outcome(outcome) and outcome.state == "failed":
             from include.pacbook.pipeline_audit import run_failed
 
-            run_failed(config.warehouse_uri(), outcome.dag_id, outcome.run_id, outcome.task_id, outcome.error)
+            run_failed(warehouse_uri_for(LOADING), outcome.dag_id, outcome.run_id, outcome.task_id, outcome.error)
     except Exception:  # noqa: BLE001 - auditing must never fail the task it audits
         log.exception("PacBook task audit: could not record the outcome of %r", task_instance)

@@ -9,6 +9,7 @@ import pytest
 
 from include.pacbook import config
 from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
+from include.pacbook.privileges import apply_source_privileges, apply_warehouse_privileges
 from include.pacbook.smtp_sink import running_smtp_sink
 from tests.conftest import TEST_STATE
 
@@ -61,6 +62,16 @@ def _process_group(pid: int) -> int | None:
         return None
 
 
+def warehouse_with_roles(postgres, name: str, source: str | None = None) -> str:
+    """A fresh warehouse, and the test's own source when given, with the project's roles granted as
+    `make run` grants them: each part of the pipeline then works as its role (session_roles.py)."""
+    if source is not None:
+        apply_source_privileges(source)
+    warehouse = postgres.fresh_database(name)
+    apply_warehouse_privileges(warehouse)
+    return warehouse
+
+
 # The trigger form's parameters as a plain nightly run has them.
 NIGHTLY_PARAMS = {"full_refresh": False, "dbt_select": "", "dry_run": False}
 
@@ -70,7 +81,7 @@ def nightly_run(airflow, postgres, generated_source) -> tuple[dict, str]:
     """One green nightly run of the whole DAG on the generated source, triggered through the REST API
     with its parameters; shared by the tests that look at it (its data, its grid in the UI), because a
     run of the whole model costs minutes. Returns the run and its warehouse."""
-    warehouse = postgres.fresh_database("warehouse_generated")
+    warehouse = warehouse_with_roles(postgres, "warehouse_generated")
     airflow.set_connection(config.SOURCE_CONN_ID, generated_source)
     airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
     return airflow.run_latest_interval(config.DAG_ID, NIGHTLY_PARAMS, timeout=config.run_timeout_seconds()), warehouse

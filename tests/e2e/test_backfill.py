@@ -21,6 +21,7 @@ from include.pacbook import config
 from include.pacbook.publisher_files import read_catalogue, write_publisher_files
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
+from tests.e2e.conftest import warehouse_with_roles
 from tests.e2e.test_pipeline_end_to_end import (
     assert_the_run_reconciled,
     assert_warehouse_reconciles_to_source,
@@ -103,7 +104,7 @@ def assert_same_as_a_clean_run(airflow, postgres, warehouse: str) -> None:
     of dwh and marts and the staged source rows, leaving out what depends on the nights a change was
     seen (VERSION_DEPENDENT_COLUMNS). Its night is taken, so it is a manual run without a logical
     date, loading everything up to now; its own reconcile task compares it with the source."""
-    clean = postgres.fresh_database("warehouse_clean_run")
+    clean = warehouse_with_roles(postgres, "warehouse_clean_run")
     airflow.set_connection(config.WAREHOUSE_CONN_ID, clean)
     try:
         clean_run = airflow.run_dag(config.DAG_ID, WHOLE_PROJECT, timeout=config.run_timeout_seconds())
@@ -153,7 +154,7 @@ def publisher_files(airflow, backfill_source):
 def test_three_nights_backfilled_out_of_order_then_one_again_leave_the_same_warehouse(
     airflow, postgres, backfill_source, publisher_files
 ):
-    warehouse = postgres.fresh_database("warehouse_backfill")
+    warehouse = warehouse_with_roles(postgres, "warehouse_backfill", source=backfill_source)
     airflow.set_connection(config.SOURCE_CONN_ID, backfill_source)
     airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
     first, last = (f"{day:%Y-%m-%d}" for day in (NIGHTS[0], NIGHTS[-1]))

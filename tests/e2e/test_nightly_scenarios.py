@@ -24,6 +24,7 @@ import pytest
 from include.pacbook import config
 from include.pacbook.source_generator import generate_source
 from tests.conftest import query_all, query_one
+from tests.e2e.conftest import warehouse_with_roles
 from tests.e2e.test_backfill import WHOLE_PROJECT, assert_same_as_a_clean_run
 from tests.e2e.test_pipeline_end_to_end import (
     assert_the_run_reconciled,
@@ -79,7 +80,7 @@ def try_numbers(airflow, run_id: str) -> dict[str, int]:
 def test_a_second_night_with_changes_survives_killed_extraction_and_build_and_equals_a_clean_run(
     airflow, postgres, shop
 ):
-    warehouse = postgres.fresh_database("warehouse_scenarios")
+    warehouse = warehouse_with_roles(postgres, "warehouse_scenarios", source=shop)
     airflow.set_connection(config.SOURCE_CONN_ID, shop)
     airflow.set_connection(config.WAREHOUSE_CONN_ID, warehouse)
     first = f"{FIRST_NIGHT:%Y-%m-%d}"

@@ -250,6 +250,52 @@ def test_no_task_log_of_the_run_shows_a_secret(airflow, nightly_run, generated_s
         assert not leaked, f"{task_id} try {attempt} shows {leaked}"
 
 
+def test_each_part_of_the_run_worked_as_its_role(airflow, nightly_run):
+    """The warehouse connection gives a superuser's login, and the project's roles are granted on the
+    warehouse: each part of the run still worked as its role (session_roles.py). What it built belongs
+    to that role, so dbt could not have written staging, nor the extraction dwh; its log says so."""
+    run, warehouse = nightly_run
+    assert run["state"] == "success", failed_tasks(airflow, run)
+    loader, transformer = config.WAREHOUSE_LOAD_ROLE, config.WAREHOUSE_TRANSFORM_ROLE
+    expected = {
+        ("staging", "r"): loader,
+        ("staging", "v"): transformer,
+        ("audit", "r"): loader,
+        ("quarantine", "r"): loader,
+        ("dwh", "r"): transformer,
+        ("dwh", "v"): transformer,
+        ("marts", "r"): transformer,
+        ("marts", "v"): transformer,
+    }
+    owners = query_all(
+        warehouse,
+        """
+        select n.nspname, c.relkind::text, pg_get_userbyid(c.relowner), count(*)
+        from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
+        where n.nspname in ('staging', 'audit', 'quarantine', 'dwh', 'marts') and c.relkind in ('r', 'v')
+        group by 1, 2, 3 order by 1, 2, 3
+        """,
+    )
+    wrong = [row for row in owners if expected.get((row[0], row[1])) != row[2]]
+    assert not wrong, f"(schema, kind, owner, relations) not owned by their part's role: {wrong}"
+    assert {("staging", "r"), ("staging", "v"), ("audit", "r"), ("dwh", "r"), ("marts", "r")} <= {
+        (schema, kind) for schema, kind, _, _ in owners
+    }
+    assert (
+        query_one(
+            warehouse, "select pg_get_userbyid(relowner) from pg_class where oid = 'marts.sales_forecast'::regclass"
+        )[0]
+        == transformer
+    )
+    for task_id, said in (
+        ("extract", f"loading the warehouse as role {loader} (login "),
+        ("reconcile", f"transforming the warehouse as role {transformer} (login "),
+        ("export_marts", f"reading the marts as role {config.MARTS_READ_ROLE} (login "),
+    ):
+        log = airflow.task_log(config.DAG_ID, run["dag_run_id"], task_id, 1)
+        assert said in log, f"{task_id}: {log[-2000:]}"
+
+
 def test_real_pacbook_data_reconciles(airflow, postgres, real_source):
     warehouse = postgres.fresh_database("warehouse_real")
     run = run_pipeline(airflow, real_source, warehouse)

@@ -131,6 +131,20 @@ def rotate_key_as_transformer(secured: SecuredWarehouse, new_key: str) -> str:
 
 @pytest.fixture(scope="package")
 def secured(postgres: PostgresForTests, tmp_path_factory) -> Iterator[SecuredWarehouse]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _secured(postgres, tmp_path_factory, monkeypatch)
+
+
+# config's role of each part of the pipeline (session_roles.py) -> the Roles field naming it
+ROLE_SETTINGS = {
+    "SOURCE_READ_ROLE": "extractor",
+    "WAREHOUSE_LOAD_ROLE": "loader",
+    "WAREHOUSE_TRANSFORM_ROLE": "transformer",
+    "MARTS_READ_ROLE": "bi_reader",
+}
+
+
+def _secured(postgres: PostgresForTests, tmp_path_factory, monkeypatch) -> Iterator[SecuredWarehouse]:
     roles = new_roles()
     source = postgres.fresh_database("source_security")
     warehouse = postgres.fresh_database("warehouse_security")
@@ -150,6 +164,10 @@ def secured(postgres: PostgresForTests, tmp_path_factory) -> Iterator[SecuredWar
     )
     try:
         apply_privileges(source, warehouse, passwords, roles)
+        # The pipeline takes this package's roles wherever it takes the project's: the extraction then
+        # writes the warehouse as the loader although its connection gives the administrator's login.
+        for setting, role in ROLE_SETTINGS.items():
+            monkeypatch.setattr(config, setting, getattr(roles, role))
         # Night 1: extraction reads the source as the extractor; dbt builds everything as the transformer.
         with pipeline_connections(secured.source_as(roles.extractor), warehouse):
             extract_source("security_night_1")

@@ -52,7 +52,7 @@ def test_a_missing_key_stops_with_the_variable_named(monkeypatch):
 
 
 def test_session_env_keeps_options_already_given():
-    env = dbt_session_env(KEY, {"PGOPTIONS": "-c statement_timeout=0"})
+    env = dbt_session_env(KEY, environ={"PGOPTIONS": "-c statement_timeout=0"})
     assert env == {"PGOPTIONS": f"-c statement_timeout=0 -c jit=off -c pacbook.pii_key={KEY}"}
 
 
@@ -66,11 +66,14 @@ def test_cosmos_gives_dbt_the_key_in_its_environment_not_in_its_profile(monkeypa
     monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", "postgresql://transformer:secret-pw@db.example:5432/wh")
     monkeypatch.setenv(KEY_VARIABLE, json.dumps({"conn_type": "generic", "password": KEY}))
     monkeypatch.delenv("PGOPTIONS", raising=False)
+    # Whether the login may take the transformer role is asked of the server, which is not there.
+    monkeypatch.setattr("include.pacbook.session_roles.role_to_take", lambda uri, part: part.role)
     mapping = dbt_groups.dbt_profile().profile_mapping
     rendered = yaml.safe_dump(mapping.profile)
     assert KEY not in rendered and "secret-pw" not in rendered, rendered
     assert "db.example" in rendered and "transformer" in rendered  # the profile is the one for this connection
-    assert mapping.env_vars["PGOPTIONS"] == f"-c jit=off -c pacbook.pii_key={KEY}"
+    role = config.WAREHOUSE_TRANSFORM_ROLE
+    assert mapping.env_vars["PGOPTIONS"] == f"-c jit=off -c role={role} -c pacbook.pii_key={KEY}"
 
 
 def test_dbt_cli_env_carries_the_key(monkeypatch):

@@ -9,7 +9,7 @@ from psycopg import sql
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config
 from include.pacbook.privileges import apply_privileges
-from include.pacbook.source_session import connect_source
+from include.pacbook.session_roles import connect_source
 from tests.security.conftest import pipeline_connections, role_uri
 
 
