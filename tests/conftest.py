@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from include.pacbook import config, embedded_postgres
+from include.pacbook.privileges import Roles
 
 TEST_STATE = config.state_dir() / "test"
 # The DagBag built in this process must not touch a developer's ~/airflow.
@@ -113,3 +114,31 @@ def output_dir(request) -> Path:
 
 
 ConnectionSetter = Callable[[str, str], None]
+
+
+def new_roles() -> Roles:
+    """The project's roles under names of this test run's own: roles are server-wide, and a test must
+    never touch the real ones on a server it shares."""
+    suffix = uuid.uuid4().hex[:6]
+    return Roles(**{name: f"{value}_{suffix}" for name, value in vars(Roles()).items()})
+
+
+def drop_roles(postgres: PostgresForTests, roles: Roles, databases: list[str]) -> None:
+    """Removes the test's roles: their grants and objects in each database first, then the roles."""
+    for uri in databases:
+        with psycopg.connect(uri, autocommit=True) as conn:
+            for role in roles.all():  # one by one: `drop owned by a, b` trips over shared default ACLs
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
+    with psycopg.connect(postgres.admin_uri, autocommit=True) as conn:
+        for role in roles.all():
+            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+
+
+# config's role of each part of the pipeline (session_roles.py), also PACBOOK_<name> in the environment
+# -> the Roles field naming it
+ROLE_SETTINGS = {
+    "SOURCE_READ_ROLE": "extractor",
+    "WAREHOUSE_LOAD_ROLE": "loader",
+    "WAREHOUSE_TRANSFORM_ROLE": "transformer",
+    "MARTS_READ_ROLE": "bi_reader",
+}

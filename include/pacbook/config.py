@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,12 +22,6 @@ SOURCE_CONN_ID = "pacbook_source"
 WAREHOUSE_CONN_ID = "pacbook_warehouse"
 # The key that encrypts personal columns in dwh is this connection's password (docs/security.md#the-key).
 PII_KEY_CONN_ID = "pacbook_pii_key"
-# The roles the parts of the pipeline work as (docs/security.md): whenever the connection's login may
-# take them, each part's sessions start as its role (include/pacbook/session_roles.py).
-SOURCE_READ_ROLE = "pacbook_extractor"
-WAREHOUSE_LOAD_ROLE = "pacbook_loader"
-WAREHOUSE_TRANSFORM_ROLE = "pacbook_transformer"
-MARTS_READ_ROLE = "bi_reader"
 
 DAG_ID = "pacbook_warehouse"
 DBT_PROJECT_NAME = "pacbook"
@@ -64,6 +58,15 @@ SOURCE_TABLES = (
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+# The roles the parts of the pipeline work as (docs/security.md): whenever the connection's login may
+# take them, each part's sessions start as its role (include/pacbook/session_roles.py). A server's
+# naming rules (or a test sharing a server) may rename them.
+SOURCE_READ_ROLE = _env("PACBOOK_SOURCE_READ_ROLE", "pacbook_extractor")
+WAREHOUSE_LOAD_ROLE = _env("PACBOOK_WAREHOUSE_LOAD_ROLE", "pacbook_loader")
+WAREHOUSE_TRANSFORM_ROLE = _env("PACBOOK_WAREHOUSE_TRANSFORM_ROLE", "pacbook_transformer")
+MARTS_READ_ROLE = _env("PACBOOK_MARTS_READ_ROLE", "bi_reader")
 
 
 def state_dir() -> Path:
@@ -219,7 +222,8 @@ def connection_parts(uri: str) -> ConnectionParts:
 
 def connection_options(uri: str) -> str:
     """The libpq ``options`` of a URI (session settings such as the role it starts as), or ''."""
-    return " ".join(value for key, value in parse_qsl(urlsplit(uri).query) if key == "options")
+    pairs = (pair.split("=", 1) for pair in urlsplit(uri).query.split("&") if "=" in pair)
+    return " ".join(unquote(value) for key, value in pairs if key == "options")  # unquote: libpq keeps a '+'
 
 
 def redact(uri: str) -> str:

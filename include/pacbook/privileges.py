@@ -182,10 +182,11 @@ def apply_warehouse_privileges(
             _lock_down_database(conn, roles)
             for schema in WAREHOUSE_SCHEMAS:
                 conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-            _hand_over(conn, roles)
             _grant_loader(conn, roles)
             _grant_transformer(conn, roles)
             _grant_readers(conn, roles)
+            # After the grants: a new owner must hold CREATE on the schema unless a superuser hands over.
+            _hand_over(conn, roles)
             _create_decrypt_function(conn, roles, crypto_schema)
     log.info("privileges warehouse roles=%s", ",".join(roles.warehouse_roles()))
 
@@ -312,6 +313,10 @@ def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
             from pg_class as c
             where c.relnamespace = %s::regnamespace and c.relkind::text = any(%s)
               and pg_get_userbyid(c.relowner) not in (%s, %s, %s)
+              and not exists (  -- an extension's objects stay with it
+                  select from pg_depend as d
+                  where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e'
+              )
             order by c.relname
             """,
             (schema, kinds.split(), getattr(roles, field), roles.loader, roles.transformer),
@@ -327,8 +332,13 @@ def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
             )
             moved += 1
     functions = conn.execute(
-        "select p.oid::regprocedure::text from pg_proc as p where p.pronamespace = 'audit'::regnamespace "
-        "and pg_get_userbyid(p.proowner) = %s",
+        """
+        select p.oid::regprocedure::text from pg_proc as p
+        where p.pronamespace = 'audit'::regnamespace and p.prokind = 'f' and pg_get_userbyid(p.proowner) = %s
+          and not exists (
+              select from pg_depend as d where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e'
+          )
+        """,
         (admin,),
     ).fetchall()
     for (function,) in functions:

@@ -1062,12 +1062,12 @@ def dbt_docs_target_dir() -> Path:
 
 def publish_dbt_docs(warehouse_uri: str, reports_dir: Path, target_dir: Path | None = None) -> Path:
     """Runs ``dbt docs generate --static`` and publishes its one-file site at ``<reports_dir>/dbt_docs/index.html``."""
-    from include.pacbook.dbt_cli import DbtCommandError, dbt_command
+    from include.pacbook.dbt_cli import DbtCommandError, dbt_command, dbt_env
 
     target = Path(target_dir) if target_dir else dbt_docs_target_dir()
     target.mkdir(parents=True, exist_ok=True)
     (target / "static_index.html").unlink(missing_ok=True)
-    env = {**os.environ, **config.dbt_cli_env(warehouse_uri), "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    env = dbt_env(warehouse_uri)  # the connection's role (session_roles.py) and session settings included
     command = dbt_command("docs", "generate", "--static", target=target, log_path=target / "logs")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None

@@ -11,7 +11,7 @@ from include.pacbook import config
 from include.pacbook.airflow_stack import AirflowStack, airflow_env, migrate_metadata
 from include.pacbook.privileges import apply_source_privileges, apply_warehouse_privileges
 from include.pacbook.smtp_sink import running_smtp_sink
-from tests.conftest import TEST_STATE
+from tests.conftest import ROLE_SETTINGS, TEST_STATE, drop_roles, new_roles
 
 MAILBOX = TEST_STATE / "mail"
 
@@ -22,6 +22,12 @@ def mail_sink():
         old.unlink()
     with running_smtp_sink(0, MAILBOX) as sink:
         yield sink
+
+
+# The project's roles under this run's own names (roles are server-wide): the stack's tasks take them
+# (PACBOOK_<setting> in their environment) on the warehouses and sources warehouse_with_roles secured.
+E2E_ROLES = new_roles()
+_SECURED_DATABASES: list[str] = []
 
 
 @pytest.fixture(scope="package")
@@ -41,6 +47,7 @@ def airflow(postgres, mail_sink):
     env["PACBOOK_SOURCE_WAIT_SECONDS"] = "45"
     # Every run here takes longer than 20 s, so every run misses this deadline and must alert.
     env["PACBOOK_RUN_DEADLINE_MINUTES"] = "0.33"
+    env.update({f"PACBOOK_{setting}": getattr(E2E_ROLES, field) for setting, field in ROLE_SETTINGS.items()})
     migrate_metadata(env)
     with AirflowStack(env, TEST_STATE / "airflow-components") as stack:
         stack.wait_for_dag(config.DAG_ID)
@@ -53,6 +60,7 @@ def airflow(postgres, mail_sink):
         if p.info["status"] != psutil.STATUS_ZOMBIE and _process_group(p.info["pid"]) in groups
     ]
     assert not left, f"still running after the Airflow stack stopped: {left}"
+    drop_roles(postgres, E2E_ROLES, _SECURED_DATABASES)
 
 
 def _process_group(pid: int) -> int | None:
@@ -66,9 +74,11 @@ def warehouse_with_roles(postgres, name: str, source: str | None = None) -> str:
     """A fresh warehouse, and the test's own source when given, with the project's roles granted as
     `make run` grants them: each part of the pipeline then works as its role (session_roles.py)."""
     if source is not None:
-        apply_source_privileges(source)
+        apply_source_privileges(source, E2E_ROLES)
+        _SECURED_DATABASES.append(source)
     warehouse = postgres.fresh_database(name)
-    apply_warehouse_privileges(warehouse)
+    apply_warehouse_privileges(warehouse, E2E_ROLES)
+    _SECURED_DATABASES.append(warehouse)
     return warehouse
 
 

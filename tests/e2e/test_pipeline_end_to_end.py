@@ -17,7 +17,7 @@ from include.pacbook import config
 from include.pacbook.airflow_stack import AirflowStack
 from include.pacbook.smtp_sink import read_messages
 from tests.conftest import TEST_STATE, query_all, query_one
-from tests.e2e.conftest import MAILBOX
+from tests.e2e.conftest import E2E_ROLES, MAILBOX
 
 pytestmark = pytest.mark.e2e
 
@@ -256,7 +256,7 @@ def test_each_part_of_the_run_worked_as_its_role(airflow, nightly_run):
     to that role, so dbt could not have written staging, nor the extraction dwh; its log says so."""
     run, warehouse = nightly_run
     assert run["state"] == "success", failed_tasks(airflow, run)
-    loader, transformer = config.WAREHOUSE_LOAD_ROLE, config.WAREHOUSE_TRANSFORM_ROLE
+    loader, transformer = E2E_ROLES.loader, E2E_ROLES.transformer
     expected = {
         ("staging", "r"): loader,
         ("staging", "v"): transformer,
@@ -290,7 +290,7 @@ def test_each_part_of_the_run_worked_as_its_role(airflow, nightly_run):
     for task_id, said in (
         ("extract", f"loading the warehouse as role {loader} (login "),
         ("reconcile", f"transforming the warehouse as role {transformer} (login "),
-        ("export_marts", f"reading the marts as role {config.MARTS_READ_ROLE} (login "),
+        ("export_marts", f"reading the marts as role {E2E_ROLES.bi_reader} (login "),
     ):
         log = airflow.task_log(config.DAG_ID, run["dag_run_id"], task_id, 1)
         assert said in log, f"{task_id}: {log[-2000:]}"

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,12 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook import config
 from include.pacbook.privileges import Roles, apply_privileges, pii_key_options
 from include.pacbook.source_generator import generate_source
-from tests.conftest import PostgresForTests
+from tests.conftest import ROLE_SETTINGS, PostgresForTests, drop_roles, new_roles
 
 FIRST_NIGHT = "2024-03-27 00:00:00"
 SECOND_NIGHT = "2024-03-28 00:00:00"
@@ -57,22 +55,6 @@ class SecuredWarehouse:
 
     def warehouse_as(self, role: str) -> str:
         return role_uri(self.admin_warehouse, role, self.passwords[role])
-
-
-def new_roles() -> Roles:
-    suffix = uuid.uuid4().hex[:6]
-    return Roles(**{name: f"{value}_{suffix}" for name, value in vars(Roles()).items()})
-
-
-def drop_roles(postgres: PostgresForTests, roles: Roles, databases: list[str]) -> None:
-    """Removes the test's roles: their grants and objects in each database first, then the roles."""
-    for uri in databases:
-        with psycopg.connect(uri, autocommit=True) as conn:
-            for role in roles.all():  # one by one: `drop owned by a, b` trips over shared default ACLs
-                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role)))
-    with psycopg.connect(postgres.admin_uri, autocommit=True) as conn:
-        for role in roles.all():
-            conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
 
 
 @contextlib.contextmanager
@@ -133,15 +115,6 @@ def rotate_key_as_transformer(secured: SecuredWarehouse, new_key: str) -> str:
 def secured(postgres: PostgresForTests, tmp_path_factory) -> Iterator[SecuredWarehouse]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         yield from _secured(postgres, tmp_path_factory, monkeypatch)
-
-
-# config's role of each part of the pipeline (session_roles.py) -> the Roles field naming it
-ROLE_SETTINGS = {
-    "SOURCE_READ_ROLE": "extractor",
-    "WAREHOUSE_LOAD_ROLE": "loader",
-    "WAREHOUSE_TRANSFORM_ROLE": "transformer",
-    "MARTS_READ_ROLE": "bi_reader",
-}
 
 
 def _secured(postgres: PostgresForTests, tmp_path_factory, monkeypatch) -> Iterator[SecuredWarehouse]:

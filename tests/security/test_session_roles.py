@@ -8,6 +8,7 @@ import secrets
 import psycopg
 from psycopg import sql
 
+from include.pacbook import session_roles
 from include.pacbook.privileges import apply_warehouse_privileges
 from include.pacbook.session_roles import LOADING, READING_THE_MARTS, TRANSFORMING, role_to_take, uri_as
 from tests.security.conftest import role_uri
@@ -72,9 +73,11 @@ def test_a_pipeline_login_with_no_rights_of_its_own_works_through_its_roles(secu
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
 
 
-def test_apply_privileges_hands_an_administrators_warehouse_to_the_roles(secured, postgres):
+def test_apply_privileges_hands_an_administrators_warehouse_to_the_roles(secured, postgres, monkeypatch):
     """A warehouse the administrator's login built (make run before the roles) goes to the roles that
-    rebuild it; what another login owns is left to its owner."""
+    rebuild it; what another login owns is left to its owner. Until then, the parts keep the login:
+    as their roles they could not rebuild what it owns."""
+    monkeypatch.setattr(session_roles, "ANSWER_SECONDS", 0)  # each question asked anew
     warehouse = postgres.fresh_database("warehouse_handed_over")
     secured.databases.append(warehouse)
     other = f"pacbook_other_{secrets.token_hex(3)}"
@@ -92,7 +95,11 @@ def test_apply_privileges_hands_an_administrators_warehouse_to_the_roles(secured
         conn.execute("create table marts.someone_elses (id int)")
         conn.execute(sql.SQL("alter table marts.someone_elses owner to {}").format(sql.Identifier(other)))
     try:
+        with psycopg.connect(warehouse, autocommit=True) as conn:  # granted, but not handed over yet
+            conn.execute(sql.SQL("grant create on schema staging to {}").format(sql.Identifier(secured.roles.loader)))
+        assert role_to_take(warehouse, LOADING) is None
         apply_warehouse_privileges(warehouse, secured.roles)
+        assert role_to_take(warehouse, LOADING) == secured.roles.loader
         owners = dict(
             run_as(
                 warehouse,
