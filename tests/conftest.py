@@ -144,4 +144,5 @@ ROLE_SETTINGS = {
     "WAREHOUSE_LOAD_ROLE": "loader",
     "WAREHOUSE_TRANSFORM_ROLE": "transformer",
     "MARTS_READ_ROLE": "bi_reader",
+    "PII_READ_ROLE": "pii_reader",
 }

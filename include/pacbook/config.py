@@ -67,6 +67,7 @@ SOURCE_READ_ROLE = _env("PACBOOK_SOURCE_READ_ROLE", "pacbook_extractor")
 WAREHOUSE_LOAD_ROLE = _env("PACBOOK_WAREHOUSE_LOAD_ROLE", "pacbook_loader")
 WAREHOUSE_TRANSFORM_ROLE = _env("PACBOOK_WAREHOUSE_TRANSFORM_ROLE", "pacbook_transformer")
 MARTS_READ_ROLE = _env("PACBOOK_MARTS_READ_ROLE", "bi_reader")
+PII_READ_ROLE = _env("PACBOOK_PII_READ_ROLE", "pii_reader")  # people's, never the pipeline's
 
 
 def state_dir() -> Path:
@@ -152,6 +153,19 @@ def source_uri() -> str:
 
 def warehouse_uri() -> str:
     return _require(WAREHOUSE_CONN_ID)
+
+
+def admin_uris() -> tuple[str, str]:
+    """An administrator's URIs of the source and the warehouse, for `python -m include.pacbook.privileges`
+    only (the pipeline never uses them): ``PACBOOK_SOURCE_ADMIN_URI`` and ``PACBOOK_WAREHOUSE_ADMIN_URI``."""
+    uris = {name: _env(name) for name in ("PACBOOK_SOURCE_ADMIN_URI", "PACBOOK_WAREHOUSE_ADMIN_URI")}
+    missing = [name for name, uri in uris.items() if not uri]
+    if missing:
+        raise MissingConnectionError(
+            f"{' and '.join(missing)} not set: an administrator's postgresql:// URI of each server "
+            "(a superuser, or the database's owner with CREATEROLE; docs/security.md#where-they-are-applied)"
+        )
+    return uris["PACBOOK_SOURCE_ADMIN_URI"], uris["PACBOOK_WAREHOUSE_ADMIN_URI"]
 
 
 def pii_encryption_key() -> str:

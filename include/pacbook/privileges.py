@@ -28,6 +28,7 @@ from psycopg import sql
 from include.pacbook.config import (
     DBT_SESSION_SETTINGS,
     MARTS_READ_ROLE,
+    PII_READ_ROLE,
     SOURCE_READ_ROLE,
     SOURCE_TABLES,
     WAREHOUSE_LOAD_ROLE,
@@ -57,7 +58,7 @@ class Roles:
     loader: str = WAREHOUSE_LOAD_ROLE
     transformer: str = WAREHOUSE_TRANSFORM_ROLE
     bi_reader: str = MARTS_READ_ROLE
-    pii_reader: str = "pii_reader"
+    pii_reader: str = PII_READ_ROLE
 
     def warehouse_roles(self) -> tuple[str, ...]:
         return (self.loader, self.transformer, self.bi_reader, self.pii_reader)
@@ -133,18 +134,37 @@ def apply_privileges(
     warehouse_uri: str,
     passwords: Mapping[str, str] | None = None,
     roles: Roles = DEFAULT_ROLES,
+    *,
+    source_login: str | None = None,
+    pipeline_login: str | None = None,
 ) -> None:
     """Creates or updates every role and grant of the source and the warehouse (idempotent).
 
     ``passwords`` maps a role name to its password: a role given a password can log in with it; a
     role without one is created NOLOGIN (a group role people's own logins are granted) and an
-    existing role keeps its login and password as they are.
+    existing role keeps its login and password as they are. ``source_login`` and ``pipeline_login``
+    are the existing logins of the pipeline's two connections: they are granted the roles their
+    parts take (session_roles.py), and what the pipeline login built is handed to those roles.
     """
-    apply_source_privileges(source_uri, roles, (passwords or {}).get(roles.extractor))
-    apply_warehouse_privileges(warehouse_uri, roles, passwords)
+    apply_source_privileges(source_uri, roles, (passwords or {}).get(roles.extractor), login=source_login)
+    apply_warehouse_privileges(warehouse_uri, roles, passwords, pipeline_login=pipeline_login)
 
 
-def apply_source_privileges(source_uri: str, roles: Roles = DEFAULT_ROLES, password: str | None = None) -> None:
+def _grant_roles_to_login(conn: psycopg.Connection, roles: tuple[str, ...], login: str) -> None:
+    exists = conn.execute("select 1 from pg_roles where rolname = %s", (login,)).fetchone()
+    if not exists:
+        raise ValueError(f"login {login!r} does not exist on {conn.info.dbname}'s server: create it first")
+    roles = tuple(role for role in roles if role != login)  # a login that is the role takes nothing
+    if not roles:
+        return
+    granted = sql.SQL(", ").join(sql.Identifier(role) for role in roles)
+    conn.execute(sql.SQL("grant {} to {}").format(granted, sql.Identifier(login)))
+    log.info("privileges: login %s may take %s", login, ", ".join(roles))
+
+
+def apply_source_privileges(
+    source_uri: str, roles: Roles = DEFAULT_ROLES, password: str | None = None, *, login: str | None = None
+) -> None:
     """``pacbook_extractor``: connect to the source and select its 15 tables; nothing else.
 
     The source is not ours, so nothing is revoked from PUBLIC there; the role's sessions also
@@ -165,18 +185,27 @@ def apply_source_privileges(source_uri: str, roles: Roles = DEFAULT_ROLES, passw
                 extractor, sql.Identifier(dbname)
             )
         )
+        if login is not None:
+            _grant_roles_to_login(conn, (roles.extractor,), login)
     log.info("privileges source role=%s tables=%d", roles.extractor, len(SOURCE_TABLES))
 
 
 def apply_warehouse_privileges(
-    warehouse_uri: str, roles: Roles = DEFAULT_ROLES, passwords: Mapping[str, str] | None = None
+    warehouse_uri: str,
+    roles: Roles = DEFAULT_ROLES,
+    passwords: Mapping[str, str] | None = None,
+    *,
+    pipeline_login: str | None = None,
 ) -> None:
-    """Schemas, pgcrypto, the four warehouse roles, their grants and default privileges, dwh.decrypt_pii."""
+    """Schemas, pgcrypto, the four warehouse roles, their grants and default privileges, dwh.decrypt_pii;
+    the pipeline's login, when named, may take the loader, transformer and bi_reader roles."""
     passwords = passwords or {}
     with psycopg.connect(warehouse_uri, autocommit=True) as conn:
         crypto_schema = _ensure_pgcrypto(conn)  # first: without it nothing else is worth doing
         for role in roles.warehouse_roles():
             _ensure_role(conn, role, passwords.get(role))
+        if pipeline_login is not None:
+            _grant_roles_to_login(conn, (roles.loader, roles.transformer, roles.bi_reader), pipeline_login)
         with conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtext('pacbook.apply_privileges'))")
             _lock_down_database(conn, roles)
@@ -186,7 +215,7 @@ def apply_warehouse_privileges(
             _grant_transformer(conn, roles)
             _grant_readers(conn, roles)
             # After the grants: a new owner must hold CREATE on the schema unless a superuser hands over.
-            _hand_over(conn, roles)
+            _hand_over(conn, roles, also_from=pipeline_login)
             _create_decrypt_function(conn, roles, crypto_schema)
     log.info("privileges warehouse roles=%s", ",".join(roles.warehouse_roles()))
 
@@ -298,12 +327,13 @@ OWNERS = (
 _ALTER_OWNER = {"r": "table", "p": "table", "f": "foreign table", "v": "view", "m": "materialized view"}
 
 
-def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
+def _hand_over(conn: psycopg.Connection, roles: Roles, also_from: str | None = None) -> None:
     """What the administrator's own login built (a warehouse the pipeline wrote before it worked as
     its roles: `make run` before them, an upgrade) goes to the role that rebuilds it, with the audit
-    functions the loader's DDL replaces. Only the administrator's objects: another login's are left
-    and named, since only their owner or a superuser may give them away."""
+    functions the loader's DDL replaces; so does what the pipeline's own login (``also_from``) built.
+    Any other login's objects are left and named: they may not be the pipeline's."""
     admin = conn.info.user
+    from_owners = [admin, *([also_from] if also_from else [])]
     moved = 0
     for schema, kinds, field in OWNERS:
         owner = sql.Identifier(getattr(roles, field))
@@ -322,7 +352,7 @@ def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
             (schema, kinds.split(), getattr(roles, field), roles.loader, roles.transformer),
         ).fetchall()
         for relation, kind, current in found:
-            if current != admin:
+            if current not in from_owners:
                 log.warning("privileges: %s.%s belongs to %s, not handed to %s", schema, relation, current, owner)
                 continue
             conn.execute(
@@ -334,12 +364,12 @@ def _hand_over(conn: psycopg.Connection, roles: Roles) -> None:
     functions = conn.execute(
         """
         select p.oid::regprocedure::text from pg_proc as p
-        where p.pronamespace = 'audit'::regnamespace and p.prokind = 'f' and pg_get_userbyid(p.proowner) = %s
+        where p.pronamespace = 'audit'::regnamespace and p.prokind = 'f' and pg_get_userbyid(p.proowner) = any(%s)
           and not exists (
               select from pg_depend as d where d.classid = 'pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e'
           )
         """,
-        (admin,),
+        (from_owners,),
     ).fetchall()
     for (function,) in functions:
         conn.execute(sql.SQL("alter function {} owner to {}").format(sql.SQL(function), sql.Identifier(roles.loader)))
@@ -402,3 +432,27 @@ def _create_decrypt_function(conn: psycopg.Connection, roles: Roles, crypto_sche
     conn.execute(
         sql.SQL("grant execute on function dwh.decrypt_pii(bytea) to {}").format(sql.Identifier(roles.pii_reader))
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m include.pacbook.privileges`: the roles and grants of both servers, applied by an
+    administrator (config.admin_uris); the logins of the pipeline's two connections may then take
+    the roles of their parts, and what the pipeline's login built is handed to those roles."""
+    import argparse
+
+    from include.pacbook import config
+
+    parser = argparse.ArgumentParser(prog="python -m include.pacbook.privileges", description=main.__doc__)
+    parser.add_argument("--source-login", help="login of the pacbook_source connection (default: its URI's user)")
+    parser.add_argument("--pipeline-login", help="login of the pacbook_warehouse connection (default: its URI's user)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    source_admin, warehouse_admin = config.admin_uris()
+    source_login = args.source_login or config.connection_parts(config.source_uri()).user
+    pipeline_login = args.pipeline_login or config.connection_parts(config.warehouse_uri()).user
+    apply_privileges(source_admin, warehouse_admin, source_login=source_login, pipeline_login=pipeline_login)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

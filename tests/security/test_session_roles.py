@@ -3,14 +3,25 @@ and a warehouse built before the roles is handed over to them (privileges._hand_
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 
 import psycopg
 from psycopg import sql
 
 from include.pacbook import session_roles
 from include.pacbook.privileges import apply_warehouse_privileges
-from include.pacbook.session_roles import LOADING, READING_THE_MARTS, TRANSFORMING, role_to_take, uri_as
+from include.pacbook.session_roles import (
+    LOADING,
+    READING_THE_MARTS,
+    TRANSFORMING,
+    connect_source,
+    role_to_take,
+    uri_as,
+)
+from tests.conftest import ROLE_SETTINGS
 from tests.security.conftest import role_uri
 from tests.security.test_roles import denial, run_as
 
@@ -141,3 +152,61 @@ def test_apply_privileges_hands_an_administrators_warehouse_to_the_roles(secured
         with psycopg.connect(warehouse, autocommit=True) as conn:
             conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(other)))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(other)))
+
+
+def test_the_privileges_command_lets_the_pipelines_logins_take_their_roles(secured, postgres, monkeypatch):
+    """`python -m include.pacbook.privileges`, run with an administrator's URIs: the logins of the two
+    pipeline connections may then take their parts' roles, and what the pipeline's login had built
+    before is handed to the role that rebuilds it."""
+    monkeypatch.setattr(session_roles, "ANSWER_SECONDS", 0)
+    warehouse = postgres.fresh_database("warehouse_command")
+    secured.databases.append(warehouse)
+    logins = {name: (f"pacbook_{name}_{secrets.token_hex(3)}", secrets.token_urlsafe(18)) for name in ("src", "pipe")}
+    with psycopg.connect(postgres.admin_uri, autocommit=True) as conn:
+        for login, password in logins.values():
+            conn.execute(
+                sql.SQL("create role {} login password {}").format(sql.Identifier(login), sql.Literal(password))
+            )
+    pipe_login = logins["pipe"][0]
+    with psycopg.connect(warehouse, autocommit=True) as conn:  # the pipeline's login built a table before
+        conn.execute("create schema staging")
+        conn.execute("create table staging.country (country_id int)")
+        conn.execute(sql.SQL("alter table staging.country owner to {}").format(sql.Identifier(pipe_login)))
+    source_uri, pipeline_uri = (
+        role_uri(uri, *logins[name]) for name, uri in (("src", secured.admin_source), ("pipe", warehouse))
+    )
+    env = {
+        **os.environ,
+        "PACBOOK_SOURCE_ADMIN_URI": secured.admin_source,
+        "PACBOOK_WAREHOUSE_ADMIN_URI": warehouse,
+        "AIRFLOW_CONN_PACBOOK_SOURCE": source_uri,
+        "AIRFLOW_CONN_PACBOOK_WAREHOUSE": pipeline_uri,
+        **{f"PACBOOK_{setting}": getattr(secured.roles, field) for setting, field in ROLE_SETTINGS.items()},
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "include.pacbook.privileges"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"login {pipe_login} may take {secured.roles.loader}" in done.stderr, done.stderr
+        assert run_as(
+            uri_as(pipeline_uri, LOADING),
+            "select current_user, pg_get_userbyid(relowner) from pg_class where oid = 'staging.country'::regclass",
+        ) == [(secured.roles.loader, secured.roles.loader)]
+        assert role_to_take(pipeline_uri, TRANSFORMING) == secured.roles.transformer
+        with connect_source(source_uri) as session:
+            assert session.execute("select current_user").fetchone() == (secured.roles.extractor,)
+        # Without an administrator's URIs, the command says which variables it needs.
+        env.pop("PACBOOK_WAREHOUSE_ADMIN_URI")
+        refused = subprocess.run(
+            [sys.executable, "-m", "include.pacbook.privileges"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert refused.returncode != 0 and "PACBOOK_WAREHOUSE_ADMIN_URI not set" in refused.stderr, refused.stderr
+    finally:
+        for uri in (secured.admin_source, warehouse):
+            with psycopg.connect(uri, autocommit=True) as conn:
+                for login, _ in logins.values():
+                    conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(login)))
+        with psycopg.connect(postgres.admin_uri, autocommit=True) as conn:
+            for login, _ in logins.values():
+                conn.execute(sql.SQL("drop role {}").format(sql.Identifier(login)))
