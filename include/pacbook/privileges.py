@@ -342,14 +342,14 @@ def _hand_over(conn: psycopg.Connection, roles: Roles, also_from: str | None = N
             select c.relname, c.relkind, pg_get_userbyid(c.relowner)
             from pg_class as c
             where c.relnamespace = %s::regnamespace and c.relkind::text = any(%s)
-              and pg_get_userbyid(c.relowner) not in (%s, %s, %s)
+              and pg_get_userbyid(c.relowner) not in (%s, %s)
               and not exists (  -- an extension's objects stay with it
                   select from pg_depend as d
                   where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e'
               )
             order by c.relname
             """,
-            (schema, kinds.split(), getattr(roles, field), roles.loader, roles.transformer),
+            (schema, kinds.split(), roles.loader, roles.transformer),
         ).fetchall()
         for relation, kind, current in found:
             if current not in from_owners:

@@ -4,7 +4,8 @@ A connection may carry an administrator's login (the embedded servers of `make r
 that gives one pipeline login for everything). Each part still works with least privilege: when its
 role exists, the login may take it, and the role was granted its part on this database, the session
 starts as that role (libpq's ``options=-c role=…``, so not even ``reset role`` leaves it). A statement
-the role may not run then fails, whatever the login could do (docs/security.md#using-the-roles).
+the role may not run then fails although the login could run it: a guard against a part doing another's
+job by mistake, not against code that means harm (docs/security.md#using-the-roles).
 
 | part | role (config) | proof that the role was granted it here |
 |---|---|---|
@@ -13,8 +14,9 @@ the role may not run then fails, whatever the login could do (docs/security.md#u
 | transforming (dbt, forecast, reconciliation, reports) | ``WAREHOUSE_TRANSFORM_ROLE`` | create on ``dwh`` |
 | reading the marts (exports) | ``MARTS_READ_ROLE`` | usage on ``marts`` |
 
-Without the proof (a server where ``apply_privileges`` never ran on this database) the session keeps
-its login, as before the roles existed; the choice is logged once per process and role.
+Without the proof (a server where ``apply_privileges`` never ran on this database), or while the
+login still owns what the role would rebuild, the session keeps its login, as before the roles
+existed; the choice is logged once per process and role.
 """
 
 from __future__ import annotations
