@@ -41,6 +41,8 @@ AIRFLOW_SERVICES = (
 # Services that run a task or a DAG file, and so import include/pacbook/config.py.
 CODE_SERVICES = ("airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker")
 PROFILES = ("debug", "demo")
+# Run to completion at every `docker compose up`, before the services that wait for them.
+ONE_SHOT_SERVICES = ("airflow-init", "pacbook-privileges")
 # The named volume that holds the pipeline's folders for every Airflow container.
 FILES_VOLUME = "pacbook-files"
 
@@ -660,7 +662,7 @@ def test_stack_has_the_official_services_and_pacbooks_own(compose):
 def test_health_checks_and_dependencies(compose):
     services = compose["services"]
     for name, service in services.items():
-        one_shot = name == "airflow-init" or service.get("profiles")
+        one_shot = name in ONE_SHOT_SERVICES or service.get("profiles")
         if not one_shot:
             assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
         depends_on = service.get("depends_on") or {}
@@ -674,6 +676,32 @@ def test_health_checks_and_dependencies(compose):
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
         for server in ("postgres", "redis", "pacbook-db"):
             assert services[name]["depends_on"][server]["condition"] == "service_healthy"
+
+
+def test_privileges_are_applied_by_the_administrator_before_any_task_runs(compose):
+    services = compose["services"]
+    privileges = services["pacbook-privileges"]
+    assert privileges["command"] == ["python", "-m", "include.pacbook.privileges"]
+    assert privileges["depends_on"] == {"pacbook-db": {"condition": "service_healthy"}}
+    assert privileges.get("restart") == "no"
+    env, values = service_env(privileges), read_env_file()
+    admin = service_env(services["pacbook-db"])["POSTGRES_USER"]
+    for variable, database in (
+        ("PACBOOK_SOURCE_ADMIN_URI", "pacbook_source"),
+        ("PACBOOK_WAREHOUSE_ADMIN_URI", "pacbook_warehouse"),
+    ):
+        uri = urlsplit(env[variable])
+        assert (uri.hostname, uri.path, uri.username) == ("pacbook-db", f"/{database}", admin), variable
+        assert uri.password == values["PACBOOK_DB_ADMIN_PASSWORD"], f"{variable}: not the administrator's password"
+    # The pipeline's logins are the two connections': the command grants them their parts' roles.
+    for variable in ("AIRFLOW_CONN_PACBOOK_SOURCE", "AIRFLOW_CONN_PACBOOK_WAREHOUSE"):
+        assert env[variable] == values[variable]
+    # Only this one-shot and the server itself know the administrator's password.
+    for name, service in services.items():
+        if name not in ("pacbook-privileges", "pacbook-db"):
+            assert values["PACBOOK_DB_ADMIN_PASSWORD"] not in json.dumps(service_env(service)), name
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-triggerer"):
+        assert services[name]["depends_on"]["pacbook-privileges"]["condition"] == "service_completed_successfully"
 
 
 def test_data_lives_in_named_volumes(compose):
