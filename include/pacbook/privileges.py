@@ -40,6 +40,8 @@ log = logging.getLogger("pacbook.privileges")
 
 # The extraction reads the 15 source tables (config.SOURCE_TABLES, CONTRACT.md §2) in this schema.
 SOURCE_SCHEMA = "public"
+# pg_class.relkind of what a source table may be: a table, partitioned or not, or a view over one.
+SOURCE_RELATION_KINDS = "rpvmf"
 
 # The session setting that carries the PII key into a database session. dbt's models and
 # dwh.decrypt_pii read it with current_setting(); it is set per connection (libpq `options`,
@@ -183,8 +185,8 @@ def apply_source_privileges(
             name
             for (name,) in conn.execute(
                 "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = %s and c.relname = any(%s) and c.relkind in ('r', 'p', 'v', 'm', 'f')",
-                (SOURCE_SCHEMA, list(SOURCE_TABLES)),
+                " where n.nspname = %s and c.relname = any(%s) and strpos(%s, c.relkind::text) > 0",
+                (SOURCE_SCHEMA, list(SOURCE_TABLES), SOURCE_RELATION_KINDS),
             )
         }
         for table in SOURCE_TABLES:

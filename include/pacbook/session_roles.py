@@ -9,7 +9,7 @@ job by mistake, not against code that means harm (docs/security.md#using-the-rol
 
 | part | role (config) | proof that the role was granted it here |
 |---|---|---|
-| reading the source (sensor, extraction, reconciliation) | ``SOURCE_READ_ROLE`` | select on a table of ``public`` |
+| reading the source (sensor, extraction, reconciliation) | ``SOURCE_READ_ROLE`` | select on a source table |
 | loading the warehouse (extraction, landing zone, run audit) | ``WAREHOUSE_LOAD_ROLE`` | create on ``staging`` |
 | transforming (dbt, forecast, reconciliation, reports) | ``WAREHOUSE_TRANSFORM_ROLE`` | create on ``dwh`` |
 | reading the marts (exports) | ``MARTS_READ_ROLE`` | usage on ``marts`` |
@@ -29,7 +29,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 
 from include.pacbook import config
-from include.pacbook.privileges import OWNERS
+from include.pacbook.privileges import OWNERS, SOURCE_RELATION_KINDS
 from include.pacbook.warehouse import connect
 
 log = logging.getLogger("pacbook.roles")
@@ -79,9 +79,15 @@ select
     ),
     coalesce(
         case
+            -- one source table is proof enough: a table the role was not granted then fails, named,
+            -- rather than the part falling back to a login that may read everything
             when %(privilege)s = 'select' then exists (
                 select from pg_class as c
-                where c.relnamespace = n.oid and c.relkind in ('r', 'p') and has_table_privilege(r.oid, c.oid, 'select')
+                where
+                    c.relnamespace = n.oid
+                    and c.relname = any(%(source_tables)s::text[])
+                    and strpos(%(source_kinds)s, c.relkind::text) > 0
+                    and has_table_privilege(r.oid, c.oid, 'select')
             )
             else has_schema_privilege(r.oid, n.oid, %(privilege)s)
         end,
@@ -122,6 +128,8 @@ def role_to_take(uri: str, part: Part) -> str | None:
                 "privilege": part.privilege,
                 "owned_schemas": owned_schemas,
                 "owned_kinds": owned_kinds,
+                "source_tables": list(config.SOURCE_TABLES),
+                "source_kinds": SOURCE_RELATION_KINDS,
             },
         ).fetchone()
     taken = role if may_set and granted and not login_owns else None
