@@ -87,8 +87,16 @@ def project_nodes(manifest: Mapping) -> dict[str, Node]:
         if node["resource_type"] not in BUILT_KINDS:
             continue
         code = {key: value for key, value in node["config"].items() if key != "database"}
+        # An enforced contract's columns, types and constraints are created with the table: an
+        # incremental model must be rebuilt when they change, or its table keeps the old ones.
+        contract = node.get("contract") or {}
+        table_shape = (
+            [contract.get("checksum"), {name: column.get("constraints") for name, column in node["columns"].items()}]
+            if contract.get("enforced")
+            else []
+        )
         digest = hashlib.sha256(
-            json.dumps([node["checksum"]["checksum"], code, shared], sort_keys=True, default=str).encode()
+            json.dumps([node["checksum"]["checksum"], code, shared, *table_shape], sort_keys=True, default=str).encode()
         ).hexdigest()
         depends_on = node.get("depends_on", {}).get("nodes", [])
         nodes[uid] = Node(

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from include.luigi_tasks.extract_source import extract_source
@@ -53,6 +54,7 @@ def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path
     if source_name == "real_source":
         assert_docs_generate(warehouse, tmp_path / "docs")
     else:
+        assert_the_contracted_models_keep_their_contract(warehouse, tmp_path / "target" / "manifest.json")
         # dbt's sessions carry the project's session settings (config.DBT_SESSION_SETTINGS): no JIT.
         shown = run_dbt_cli(
             warehouse,
@@ -73,3 +75,41 @@ def assert_docs_generate(warehouse_uri: str, target_dir: Path) -> None:
     catalog = json.loads((target_dir / "catalog.json").read_text())
     assert "model.pacbook.fct_sales" in catalog["nodes"]
     assert (target_dir / "static_index.html").stat().st_size > 100_000
+
+
+def assert_the_contracted_models_keep_their_contract(warehouse_uri: str, manifest_path: Path) -> None:
+    """Every mart and fact is built to its declared contract: the columns and exact types of its YAML,
+    and NOT NULL on exactly the columns whose `not_null` constraint replaced a test node."""
+    manifest = json.loads(manifest_path.read_text())
+    models = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
+    contracted = [n for n in models if n["contract"]["enforced"]]
+    expected = {n["name"] for n in models if n["fqn"][1] == "marts"} | {
+        "fct_sales",
+        "fct_order_fulfilment",
+        "fct_customer_monthly",
+    }
+    assert {n["name"] for n in contracted} == expected
+    declared = {
+        (n["schema"], n["name"], column["name"]): (
+            column["data_type"],
+            any(c["type"] == "not_null" for c in column["constraints"]),
+        )
+        for n in contracted
+        for column in n["columns"].values()
+    }
+    with psycopg.connect(warehouse_uri) as conn:
+        built = {
+            (schema, table, column): (data_type, not_null)
+            for schema, table, column, data_type, not_null in conn.execute(
+                "select n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull"
+                " from pg_attribute as a join pg_class as c on c.oid = a.attrelid"
+                " join pg_namespace as n on n.oid = c.relnamespace"
+                " where a.attnum > 0 and not a.attisdropped and (n.nspname, c.relname) in"
+                " (select * from unnest(%s::text[], %s::text[]))",
+                ([n["schema"] for n in contracted], [n["name"] for n in contracted]),
+            )
+        }
+        assert built == declared
+        assert sum(not_null for _, not_null in declared.values()) >= 90
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("insert into marts.monthly_sales (month) values (null)")

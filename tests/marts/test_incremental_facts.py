@@ -118,7 +118,7 @@ def assert_fact_tests_check_recent_builds(
                 (night_2_started,),
             )
         assert failed_tests(warehouse, target) == {}  # night 1's rows are out of the scope
-        compiled = next((target / "compiled").rglob("not_null_fct_sales_book_key*.sql")).read_text()
+        compiled = next((target / "compiled").rglob(f"{unknown_book}*.sql")).read_text()
         assert f"built_at >= '{night_2_started.isoformat()}'::timestamptz" in compiled, compiled
         break_a_line(restated_order)
         assert failed_tests(warehouse, target) == {unknown_book: 1}

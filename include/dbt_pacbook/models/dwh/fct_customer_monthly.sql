@@ -26,6 +26,7 @@
         materialized='incremental',
         incremental_strategy='replace_customer_months',
         on_schema_change='fail',
+        contract={'enforced': true},
         post_hook=['{{ analyze_if_never_analyzed() }}', '{{ analyze_built_at() }}'],
         indexes=[
             {'columns': ['customer_id', 'month'], 'unique': true}, {'columns': ['month']}, {'columns': ['built_at']},

@@ -9,6 +9,7 @@
         unique_key='order_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        contract={'enforced': true},
         pre_hook='set local jit = off',
         post_hook=[
             '{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}', '{{ analyze_built_at() }}',
