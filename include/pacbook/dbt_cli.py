@@ -22,14 +22,16 @@ class DbtCommandError(RuntimeError):
     pass
 
 
-def dbt_env(warehouse_uri: str) -> dict[str, str]:
+def dbt_env(warehouse_uri: str, *, unit_tests: bool = False) -> dict[str, str]:
     """The environment of a dbt CLI process: the profile's connection variables and the PII key's
-    session option (the customer snapshot encrypts with it; docs/security.md#the-key)."""
+    session option (the customer snapshot encrypts with it; docs/security.md#the-key). A production run
+    leaves the unit tests out (config.DBT_PRODUCTION_ENV); the test suite asks for them."""
     return {
         **os.environ,
         **config.dbt_cli_env(warehouse_uri),
         **dbt_session_env(config.pii_encryption_key(), config.connection_options(warehouse_uri)),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        **({} if unit_tests else config.DBT_PRODUCTION_ENV),
     }
 
 

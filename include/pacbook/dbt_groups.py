@@ -48,6 +48,7 @@ LAYERS = {
 # environment, not as a dbt var: a var that changes every night would make each task parse the
 # whole project again (macros/snapshot_get_time.sql).
 DBT_ENV = {
+    **config.DBT_PRODUCTION_ENV,
     config.SNAPSHOT_AT_VARIABLE: "{{ (dag_run.data_interval_end or dag_run.run_after).strftime('%Y-%m-%d %H:%M:%S') }}",
 }
 

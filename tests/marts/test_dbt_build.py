@@ -15,15 +15,18 @@ from include.pacbook.dbt_cli import dbt_command, dbt_env
 from tests.conftest import query_one
 
 
-def run_dbt_cli(warehouse_uri: str, target_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """The dbt CLI on the project with its env-var profile, writing into a private target folder."""
-    env = dbt_env(warehouse_uri)  # with the PII key in its sessions, as the nightly run's dbt
+def run_dbt_cli(
+    warehouse_uri: str, target_dir: Path, *args: str, unit_tests: bool = False
+) -> subprocess.CompletedProcess:
+    """The dbt CLI on the project with its env-var profile, writing into a private target folder; with
+    ``unit_tests``, dbt's unit tests are in what it runs (a production run leaves them out)."""
+    env = dbt_env(warehouse_uri, unit_tests=unit_tests)  # with the PII key in its sessions, as the nightly run's dbt
     command = dbt_command(*args, target=target_dir, log_path=target_dir / "logs")
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
 
-def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str) -> dict:
-    result = run_dbt_cli(warehouse_uri, target_dir, "build", *extra)
+def dbt_build(warehouse_uri: str, target_dir: Path, *extra: str, unit_tests: bool = False) -> dict:
+    result = run_dbt_cli(warehouse_uri, target_dir, "build", *extra, unit_tests=unit_tests)
     results = json.loads((target_dir / "run_results.json").read_text())
     failures = [
         r["unique_id"] + ": " + str(r.get("message"))
@@ -42,14 +45,17 @@ def test_dbt_build_passes_all_its_tests(request, postgres, monkeypatch, tmp_path
     monkeypatch.setenv("AIRFLOW_CONN_PACBOOK_WAREHOUSE", warehouse)
     extract_source("dbt_build_test")
 
-    results = dbt_build(warehouse, tmp_path / "target")
+    results = dbt_build(warehouse, tmp_path / "target", unit_tests=True)
     kinds = {r["unique_id"].split(".")[0] for r in results["results"]}
-    assert {"model", "test", "snapshot"} <= kinds
+    assert {"model", "test", "snapshot", "unit_test"} <= kinds
     assert query_one(warehouse, "select count(*), sum(sales_amount) from dwh.fct_sales") == query_one(
         source, "select count(*), sum(price) from public.order_line"
     )
-    # A second build on unchanged data passes again and the snapshot takes no new version.
-    dbt_build(warehouse, tmp_path / "target")
+    # A second build on unchanged data passes again and the snapshot takes no new version; built as
+    # production builds (config.DBT_PRODUCTION_ENV), it runs no unit test.
+    again = dbt_build(warehouse, tmp_path / "target")
+    assert not [r["unique_id"] for r in again["results"] if r["unique_id"].startswith("unit_test.")]
+    assert {r["unique_id"].split(".")[0] for r in again["results"]} >= {"model", "test"}
     assert query_one(warehouse, "select count(*) from dwh.dim_customer where not is_current")[0] == 0
     if source_name == "real_source":
         assert_docs_generate(warehouse, tmp_path / "docs")
@@ -79,7 +85,8 @@ def assert_docs_generate(warehouse_uri: str, target_dir: Path) -> None:
 
 def assert_the_contracted_models_keep_their_contract(warehouse_uri: str, manifest_path: Path) -> None:
     """Every mart and fact is built to its declared contract: the columns and exact types of its YAML,
-    and NOT NULL on exactly the columns whose `not_null` constraint replaced a test node."""
+    NOT NULL on exactly the columns whose `not_null` constraint replaced a test node, and the primary
+    keys, unique and check constraints that replaced the unique, accepted-values and range tests."""
     manifest = json.loads(manifest_path.read_text())
     models = [n for n in manifest["nodes"].values() if n["resource_type"] == "model"]
     contracted = [n for n in models if n["contract"]["enforced"]]
@@ -113,3 +120,48 @@ def assert_the_contracted_models_keep_their_contract(warehouse_uri: str, manifes
         assert sum(not_null for _, not_null in declared.values()) >= 90
         with pytest.raises(psycopg.errors.NotNullViolation):
             conn.execute("insert into marts.monthly_sales (month) values (null)")
+    assert_the_key_and_check_constraints_hold(warehouse_uri, contracted)
+
+
+CONSTRAINT_KINDS = {"primary_key": "p", "unique": "u", "check": "c"}
+
+
+def assert_the_key_and_check_constraints_hold(warehouse_uri: str, contracted: list[dict]) -> None:
+    """The built tables carry exactly the declared primary key, unique and check constraints (by the
+    columns they cover), and PostgreSQL refuses a row that breaks one."""
+    declared = set()
+    for node in contracted:
+        for constraint in node["constraints"]:
+            if constraint["type"] in CONSTRAINT_KINDS:
+                columns = frozenset(constraint["columns"])
+                declared.add((node["name"], CONSTRAINT_KINDS[constraint["type"]], columns))
+        for column in node["columns"].values():
+            for constraint in column["constraints"]:
+                if constraint["type"] in CONSTRAINT_KINDS:
+                    declared.add((node["name"], CONSTRAINT_KINDS[constraint["type"]], frozenset([column["name"]])))
+    with psycopg.connect(warehouse_uri) as conn:
+        built = {
+            (table, kind, frozenset(columns))
+            for table, kind, columns in conn.execute(
+                "select c.relname, k.contype::text, array_agg(a.attname::text order by a.attname)"
+                " from pg_constraint as k join pg_class as c on c.oid = k.conrelid"
+                " join pg_namespace as n on n.oid = c.relnamespace"
+                " join pg_attribute as a on a.attrelid = c.oid and a.attnum = any(k.conkey)"
+                " where k.contype in ('p', 'u', 'c') and (n.nspname, c.relname) in"
+                " (select * from unnest(%s::text[], %s::text[]))"
+                " group by c.relname, k.oid, k.contype",
+                ([n["schema"] for n in contracted], [n["name"] for n in contracted]),
+            )
+        }
+        assert built == declared
+        assert len({table for table, kind, _ in declared if kind == "p"}) == 12  # every mart and two facts
+        month = conn.execute("select month from marts.monthly_sales limit 1").fetchone()[0]
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            conn.execute(
+                "insert into marts.monthly_sales (month, gross_revenue, net_revenue) values (%s, 0, 0)", (month,)
+            )
+        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            conn.execute(
+                "update marts.customer_segments set value_tier = 'Platinum' where customer_id = "
+                "(select min(customer_id) from marts.customer_segments)"
+            )

@@ -13,7 +13,7 @@
         post_hook=[
             '{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}', '{{ analyze_built_at() }}',
         ],
-        indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['loaded_at']}, {'columns': ['built_at']}],
+        indexes=[{'columns': ['loaded_at']}, {'columns': ['built_at']}],
     )
 }}
 

@@ -15,7 +15,7 @@
             '{{ delete_orders_gone_from_staging() }}', '{{ analyze_if_never_analyzed() }}', '{{ analyze_built_at() }}',
         ],
         indexes=[
-            {'columns': ['order_id']}, {'columns': ['line_id'], 'unique': true},
+            {'columns': ['order_id']},
             {'columns': ['loaded_at']}, {'columns': ['built_at']},
             {'columns': ['customer_id']},
         ],
