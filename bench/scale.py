@@ -39,6 +39,7 @@ from bench.extraction import ensure_source, log, median, scale_tag, write_result
 from bench.increment import (
     NIGHT_N,
     NODE_GROUPS,
+    DbtOptions,
     build_warehouse,
     checkpoint,
     extract_night,
@@ -292,7 +293,7 @@ def build_and_read(warehouse_uri: str) -> BuildFigures:
     kept long enough to read the execute phase of every node and the compiled SQL of the marts."""
     with tempfile.TemporaryDirectory(prefix="pacbook-bench-scale-") as folder:
         target = Path(folder)
-        build = build_warehouse(warehouse_uri, NIGHT_N, keep_target=target)
+        build = build_warehouse(warehouse_uri, NIGHT_N, DbtOptions("subprocess"), keep_target=target)
         results = json.loads((target / "run_results.json").read_text())["results"]
         manifest = json.loads((target / "manifest.json").read_text())
     nodes, compiled = [], {}
