@@ -20,7 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import yaml
 from psycopg import sql
 
 from include.luigi_tasks.extract_source import extract_source
@@ -28,7 +27,7 @@ from include.pacbook import embedded_postgres, session_roles
 from include.pacbook.session_roles import LOADING, TRANSFORMING, connect_source, role_to_take
 from include.pacbook.source_generator import generate_source
 from tests.conftest import TEST_STATE
-from tests.deploy.test_container_config import COMPOSE_FILE, ROOT, read_env_file, resolve, service_env
+from tests.deploy.compose_file import ROOT, service_env
 
 INIT_SCRIPT = ROOT / "docker" / "pacbook-db" / "initdb" / "10-pacbook-databases.sh"
 
@@ -40,18 +39,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack() -> dict:
-    return resolve(yaml.safe_load(COMPOSE_FILE.read_text()), read_env_file())
-
-
-@pytest.fixture(scope="module")
-def pacbook_db(stack) -> Iterator[embedded_postgres.EmbeddedServer]:
+def pacbook_db(compose) -> Iterator[embedded_postgres.EmbeddedServer]:
     """A new server, as the postgres image starts on an empty volume: the superuser with the
     administrator's password, then the init script."""
     root = TEST_STATE / f"pacbook-db-{secrets.token_hex(3)}"
     srv = embedded_postgres.start(embedded_postgres.server(root=root, port=_free_port(), disposable=True))
     try:
-        database = service_env(stack["services"]["pacbook-db"])
+        database = service_env(compose["services"]["pacbook-db"])
         with psycopg.connect(srv.uri("postgres"), autocommit=True) as conn:
             for name in ("pacbook_source", "pacbook_warehouse"):  # the embedded server makes them; the script does
                 conn.execute(sql.SQL("drop database {}").format(sql.Identifier(name)))
@@ -86,8 +80,8 @@ def _here(uri: str, srv: embedded_postgres.EmbeddedServer) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{srv.port}"))
 
 
-def _run_privileges_service(stack: dict, srv: embedded_postgres.EmbeddedServer) -> subprocess.CompletedProcess:
-    service = stack["services"]["pacbook-privileges"]
+def _run_privileges_service(compose: dict, srv: embedded_postgres.EmbeddedServer) -> subprocess.CompletedProcess:
+    service = compose["services"]["pacbook-privileges"]
     variables = service_env(service)
     env = {
         "PATH": os.environ["PATH"],
@@ -107,14 +101,14 @@ def _run_privileges_service(stack: dict, srv: embedded_postgres.EmbeddedServer) 
     return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def test_the_compose_stacks_logins_read_and_load_through_their_roles(stack, pacbook_db, monkeypatch):
+def test_the_compose_stacks_logins_read_and_load_through_their_roles(compose, pacbook_db, monkeypatch):
     monkeypatch.setattr(session_roles, "ANSWER_SECONDS", 0)
-    variables = service_env(stack["services"]["airflow-worker"])
+    variables = service_env(compose["services"]["airflow-worker"])
     source_uri = _here(variables["AIRFLOW_CONN_PACBOOK_SOURCE"], pacbook_db)
     warehouse_uri = _here(variables["AIRFLOW_CONN_PACBOOK_WAREHOUSE"], pacbook_db)
 
     # `docker compose up` on a new volume: the source is still empty when the one-shot runs.
-    first = _run_privileges_service(stack, pacbook_db)
+    first = _run_privileges_service(compose, pacbook_db)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "may not read 15 source tables that do not exist yet" in first.stderr, first.stderr
     assert "login pacbook may take pacbook_loader, pacbook_transformer, bi_reader" in first.stderr, first.stderr
@@ -127,7 +121,7 @@ def test_the_compose_stacks_logins_read_and_load_through_their_roles(stack, pacb
     generate_source(owner_source_uri, scale=0.02, seed=5)
     with connect_source(source_uri) as session:  # not granted yet: the source part reads as its login
         assert session.execute("select current_user").fetchone() == ("pacbook_reader",)
-    again = _run_privileges_service(stack, pacbook_db)
+    again = _run_privileges_service(compose, pacbook_db)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "do not exist yet" not in again.stderr, again.stderr
     with connect_source(source_uri) as session:
