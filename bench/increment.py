@@ -31,9 +31,11 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -292,10 +294,14 @@ def dbt_in_a_new_process(command: list[str], env: dict[str, str]) -> tuple[int, 
 
 
 def dbt_forked_from_a_preloaded_process(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """dbt as the DAG's tasks run it: Cosmos' dbt runner (dbtRunner, in the task's process) in a process
-    forked from one that imported dbt beforehand - the scheduler's forkserver preloads it
-    (airflow_stack.TASK_PRELOAD_MODULES). Timed from the fork, like the task; dbt's output to a file."""
+    """dbt started the way the DAG's task processes start it: dbt's own runner (dbtRunner, which Cosmos'
+    dbt-runner mode calls in the task's process) in a process forked from one that imported dbt beforehand,
+    as the scheduler's forkserver preloads it (airflow_stack.TASK_PRELOAD_MODULES). Timed from the fork.
+    One build of the night's selection, as build_changed runs it (the DAG runs one task per node instead).
+    dbt's output, and the error of a run that raised, go to a file in the target folder."""
     output = Path(command[command.index("--target-path") + 1]) / "bench-dbt-output.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child
         code = 1
@@ -307,10 +313,22 @@ def dbt_forked_from_a_preloaded_process(command: list[str], env: dict[str, str])
             os.environ.update(env)
             from dbt.cli.main import dbtRunner
 
-            code = 0 if dbtRunner().invoke(command[1:]).success else 1
+            result = dbtRunner().invoke(command[1:])
+            if result.exception is not None:
+                print(f"dbt raised: {result.exception!r}", file=sys.stderr)
+            code = 0 if result.success else 1
+        except BaseException:  # noqa: BLE001 - the child's output file is its only report
+            traceback.print_exc()
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
-    _, status = os.waitpid(child, 0)
+    try:
+        _, status = os.waitpid(child, 0)
+    except BaseException:  # interrupted: the build must not go on against a server about to stop
+        os.kill(child, signal.SIGTERM)
+        os.waitpid(child, 0)
+        raise
     return os.waitstatus_to_exitcode(status), output.read_text(errors="replace") if output.exists() else ""
 
 
@@ -587,13 +605,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=[],
         metavar="SELECTOR",
-        help="dbt nodes left out of every build (e.g. a unit test that fails to compile); default: none",
+        help="dbt nodes left out of every build (e.g. a model that fails to compile); default: none",
     )
     parser.add_argument(
         "--dbt-invocation",
         choices=sorted(DBT_INVOCATIONS),
         default="preloaded",
-        help="preloaded: dbt's runner in a process forked after dbt was imported, as the DAG's tasks run it "
+        help="preloaded: dbt's runner in a process forked after dbt was imported, as the DAG's task processes start it "
         "(default); subprocess: a new dbt CLI process per build, as dbt_cli.run_dbt runs it",
     )
     args = parser.parse_args(argv)

@@ -26,13 +26,18 @@ def dbt_env(warehouse_uri: str, *, unit_tests: bool = False) -> dict[str, str]:
     """The environment of a dbt CLI process: the profile's connection variables and the PII key's
     session option (the customer snapshot encrypts with it; docs/security.md#the-key). A production run
     leaves the unit tests out (config.DBT_PRODUCTION_ENV); the test suite asks for them."""
-    return {
+    env = {
         **os.environ,
         **config.dbt_cli_env(warehouse_uri),
         **dbt_session_env(config.pii_encryption_key(), config.connection_options(warehouse_uri)),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
-        **({} if unit_tests else config.DBT_PRODUCTION_ENV),
+        **config.DBT_PRODUCTION_ENV,
     }
+    if unit_tests:  # whatever the caller's environment says (dbt also reads the DBT_ENGINE_ spelling)
+        for name in config.DBT_PRODUCTION_ENV:
+            env.pop(name, None)
+            env.pop(name.replace("DBT_", "DBT_ENGINE_", 1), None)
+    return env
 
 
 def dbt_command(*args: str, target: Path | str, log_path: Path | str | None = None) -> list[str]:

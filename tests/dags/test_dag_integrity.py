@@ -131,6 +131,15 @@ def test_dbt_tasks_run_the_dbt_of_this_environment_whatever_the_path(dagbag):
     assert version.returncode == 0 and "1.11" in version.stdout, version.stdout + version.stderr
 
 
+def test_no_dbt_task_runs_the_unit_tests(dagbag):
+    """Unit tests prove the models' logic once per change of code, in CI; every dbt task of the nightly
+    run (node builds and layer tests) leaves them out (docs/warehouse.md §9)."""
+    dbt_tasks = [t for t in dagbag.dags[config.DAG_ID].tasks if t.task_id.split(".")[0] in ("staging", "dwh", "marts")]
+    assert len(dbt_tasks) > 40
+    for task in dbt_tasks:
+        assert task.env.get("DBT_EXCLUDE_RESOURCE_TYPES") == "unit_test", task.task_id
+
+
 def test_dbt_tasks_check_their_node_first_and_record_it_after_its_tests(dagbag):
     """State-aware builds: each dbt task checks its node before dbt starts (an up-to-date node ends the
     task without dbt, successfully, so the branches' skips still travel by trigger rule) and records it

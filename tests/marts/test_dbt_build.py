@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from include.luigi_tasks.extract_source import extract_source
 from include.pacbook.dbt_cli import dbt_command, dbt_env
@@ -128,22 +129,23 @@ CONSTRAINT_KINDS = {"primary_key": "p", "unique": "u", "check": "c"}
 
 def assert_the_key_and_check_constraints_hold(warehouse_uri: str, contracted: list[dict]) -> None:
     """The built tables carry exactly the declared primary key, unique and check constraints (by the
-    columns they cover), and PostgreSQL refuses a row that breaks one."""
+    columns they cover; a check also by its expression, as PostgreSQL normalises it), and PostgreSQL
+    refuses a row that breaks one."""
     declared = set()
     for node in contracted:
-        for constraint in node["constraints"]:
-            if constraint["type"] in CONSTRAINT_KINDS:
-                columns = frozenset(constraint["columns"])
-                declared.add((node["name"], CONSTRAINT_KINDS[constraint["type"]], columns))
-        for column in node["columns"].values():
-            for constraint in column["constraints"]:
-                if constraint["type"] in CONSTRAINT_KINDS:
-                    declared.add((node["name"], CONSTRAINT_KINDS[constraint["type"]], frozenset([column["name"]])))
+        on_the_model = [(c, c["columns"]) for c in node["constraints"]]
+        on_a_column = [(c, [column["name"]]) for column in node["columns"].values() for c in column["constraints"]]
+        for constraint, columns in on_the_model + on_a_column:
+            kind = CONSTRAINT_KINDS.get(constraint["type"])
+            if kind:
+                check = normalised_check(warehouse_uri, node, constraint["expression"]) if kind == "c" else None
+                declared.add((node["name"], kind, frozenset(columns), check))
     with psycopg.connect(warehouse_uri) as conn:
         built = {
-            (table, kind, frozenset(columns))
-            for table, kind, columns in conn.execute(
-                "select c.relname, k.contype::text, array_agg(a.attname::text order by a.attname)"
+            (table, kind, frozenset(columns), definition if kind == "c" else None)
+            for table, kind, columns, definition in conn.execute(
+                "select c.relname, k.contype::text, array_agg(a.attname::text order by a.attname),"
+                " pg_get_constraintdef(k.oid)"
                 " from pg_constraint as k join pg_class as c on c.oid = k.conrelid"
                 " join pg_namespace as n on n.oid = c.relnamespace"
                 " join pg_attribute as a on a.attrelid = c.oid and a.attnum = any(k.conkey)"
@@ -154,7 +156,8 @@ def assert_the_key_and_check_constraints_hold(warehouse_uri: str, contracted: li
             )
         }
         assert built == declared
-        assert len({table for table, kind, _ in declared if kind == "p"}) == 12  # every mart and two facts
+        assert len({table for table, kind, _, _ in declared if kind == "p"}) == 12  # every mart and two facts
+        assert len([kind for _, kind, _, _ in declared if kind == "c"]) == 11
         month = conn.execute("select month from marts.monthly_sales limit 1").fetchone()[0]
         with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
             conn.execute(
@@ -165,3 +168,17 @@ def assert_the_key_and_check_constraints_hold(warehouse_uri: str, contracted: li
                 "update marts.customer_segments set value_tier = 'Platinum' where customer_id = "
                 "(select min(customer_id) from marts.customer_segments)"
             )
+
+
+def normalised_check(warehouse_uri: str, node: dict, expression: str) -> str:
+    """A declared check expression as PostgreSQL writes it back, added to an empty copy of the model's table."""
+    with psycopg.connect(warehouse_uri) as conn, conn.transaction():
+        conn.execute(
+            sql.SQL("create temporary table probe (like {}) on commit drop").format(
+                sql.Identifier(node["schema"], node["name"])
+            )
+        )
+        conn.execute(sql.SQL("alter table probe add check ({})").format(sql.SQL(expression)))
+        return conn.execute(
+            "select pg_get_constraintdef(oid) from pg_constraint where conrelid = 'probe'::regclass and contype = 'c'"
+        ).fetchone()[0]

@@ -15,7 +15,7 @@
     row refers to (a dimension version, a staged order) is never removed without its facts; the one
     exception, dim_geography (a corrected city changes its key; its orders are restated, found by
     comparing every row), keeps its relationships tests whole.
-    Uniqueness beyond the scope is held by the models' unique indexes. To check every row anyway
+    Uniqueness beyond the scope is held by the models' primary keys and unique indexes. To check every row anyway
     (on-call, after a repair by hand): `dbt test --vars '{test_every_row: true}'`.
 
     The staging views of the three growing tables (stg_pacbook__cust_order, __order_line,
