@@ -108,13 +108,12 @@ def assert_the_contracted_models_keep_their_contract(warehouse_uri: str, manifes
     with psycopg.connect(warehouse_uri) as conn:
         built = {
             (schema, table, column): (data_type, not_null)
-            for schema, table, column, data_type, not_null in conn.execute(
+            for schema, table, column, data_type, not_null in catalog_rows(
+                conn,
                 "select n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull"
-                " from pg_attribute as a join pg_class as c on c.oid = a.attrelid"
-                " join pg_namespace as n on n.oid = c.relnamespace"
-                " where a.attnum > 0 and not a.attisdropped and (n.nspname, c.relname) in"
-                " (select * from unnest(%s::text[], %s::text[]))",
-                ([n["schema"] for n in contracted], [n["name"] for n in contracted]),
+                " from pg_attribute as a join pg_class as c on c.oid = a.attrelid",
+                "a.attnum > 0 and not a.attisdropped",
+                contracted,
             )
         }
         assert built == declared
@@ -122,6 +121,15 @@ def assert_the_contracted_models_keep_their_contract(warehouse_uri: str, manifes
         with pytest.raises(psycopg.errors.NotNullViolation):
             conn.execute("insert into marts.monthly_sales (month) values (null)")
     assert_the_key_and_check_constraints_hold(warehouse_uri, contracted)
+
+
+def catalog_rows(conn, select_from: str, condition: str, models: list[dict], tail: str = "") -> list[tuple]:
+    """Rows of a catalog query (its relation aliased ``c``) on the models' tables only."""
+    models_only = "(n.nspname, c.relname) in (select * from unnest(%s::text[], %s::text[]))"
+    return conn.execute(
+        f"{select_from} join pg_namespace as n on n.oid = c.relnamespace where {condition} and {models_only}{tail}",
+        ([m["schema"] for m in models], [m["name"] for m in models]),
+    ).fetchall()
 
 
 CONSTRAINT_KINDS = {"primary_key": "p", "unique": "u", "check": "c"}
@@ -143,16 +151,15 @@ def assert_the_key_and_check_constraints_hold(warehouse_uri: str, contracted: li
     with psycopg.connect(warehouse_uri) as conn:
         built = {
             (table, kind, frozenset(columns), definition if kind == "c" else None)
-            for table, kind, columns, definition in conn.execute(
+            for table, kind, columns, definition in catalog_rows(
+                conn,
                 "select c.relname, k.contype::text, array_agg(a.attname::text order by a.attname),"
                 " pg_get_constraintdef(k.oid)"
                 " from pg_constraint as k join pg_class as c on c.oid = k.conrelid"
-                " join pg_namespace as n on n.oid = c.relnamespace"
-                " join pg_attribute as a on a.attrelid = c.oid and a.attnum = any(k.conkey)"
-                " where k.contype in ('p', 'u', 'c') and (n.nspname, c.relname) in"
-                " (select * from unnest(%s::text[], %s::text[]))"
+                " join pg_attribute as a on a.attrelid = c.oid and a.attnum = any(k.conkey)",
+                "k.contype in ('p', 'u', 'c')",
+                contracted,
                 " group by c.relname, k.oid, k.contype",
-                ([n["schema"] for n in contracted], [n["name"] for n in contracted]),
             )
         }
         assert built == declared
