@@ -189,14 +189,11 @@ def apply_source_privileges(
                 (SOURCE_SCHEMA, list(SOURCE_TABLES), SOURCE_RELATION_KINDS),
             )
         }
-        missing = []
-        for table in SOURCE_TABLES:
-            if table not in present:
-                missing.append(table)
-                continue
+        for table in sorted(present):
             conn.execute(
                 sql.SQL("grant select on table {} to {}").format(sql.Identifier(SOURCE_SCHEMA, table), extractor)
             )
+        missing = [table for table in SOURCE_TABLES if table not in present]
         if missing:
             log.warning(
                 "privileges source: %s may not read %d source tables that do not exist yet in %s.%s: %s;"
